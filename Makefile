@@ -1,0 +1,48 @@
+# Two commands do all set-up on a fresh machine: `make run` and `make test`.
+PY ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+DATA ?= data
+COLLECTION ?= default
+export HF_HUB_OFFLINE := 1
+export TRANSFORMERS_OFFLINE := 1
+
+.PHONY: install run ingest-sample serve test test-fast lint corpus bench clean
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PY) -m venv $(VENV)
+	$(BIN)/pip install -q -U pip wheel setuptools
+	# torch first, pinned: the CPU build on local disk. A bare `torch` would pull GBs of CUDA wheels.
+	$(BIN)/pip install -q torch==2.13.0
+	$(BIN)/pip install -q -e '.[dev,eval]'
+	touch $(STAMP)
+
+install: $(STAMP)
+
+ingest-sample: $(STAMP)
+	RAGQA_DATA_DIR=$(DATA) $(BIN)/ragqa ingest examples/corpus --collection $(COLLECTION)
+
+serve: $(STAMP)
+	RAGQA_DATA_DIR=$(DATA) RAGQA_COLLECTION=$(COLLECTION) $(BIN)/ragqa serve
+
+run: ingest-sample serve
+
+test: $(STAMP)
+	$(BIN)/pytest -q -m "not vllm and not gpu" --timeout=900
+
+test-fast: $(STAMP)
+	$(BIN)/pytest -q -m "not slow and not llm and not vllm and not gpu"
+
+lint: $(STAMP)
+	$(BIN)/ruff check app ingest retrieval eval tests bench scripts
+	$(BIN)/mypy app ingest retrieval eval
+
+corpus: $(STAMP)
+	$(BIN)/python scripts/make_corpus.py
+
+bench: $(STAMP)
+	$(BIN)/python bench/bench_ingest.py
+
+clean:
+	rm -rf $(DATA) .pytest_cache .ruff_cache .mypy_cache

@@ -1,0 +1,103 @@
+"""Thin routers: validate, call the service off the event loop, shape the response."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, Request
+from fastapi.concurrency import run_in_threadpool
+
+from app.api.auth import require_key
+from app.api.schemas import ChunkOut, CollectionOut, DocumentOut, ErrorOut, SearchIn, SearchOut
+from app.service import SearchService, make_filter
+from retrieval.search import SearchParams
+
+router = APIRouter()
+ERRORS = {400: {"model": ErrorOut}, 401: {"model": ErrorOut}, 404: {"model": ErrorOut}}
+
+
+def service(request: Request) -> SearchService:
+    svc: SearchService = request.app.state.service
+    return svc
+
+
+def reader(request: Request) -> str | None:
+    return require_key(request, write=False)
+
+
+def writer(request: Request) -> str | None:
+    return require_key(request, write=True)
+
+
+Svc = Annotated[SearchService, Depends(service)]
+
+
+@router.get("/healthz")
+async def healthz() -> dict[str, str]:
+    return {"status": "ok"}
+
+
+@router.get("/readyz", responses={503: {"model": ErrorOut}})
+async def readyz(request: Request, svc: Svc) -> dict[str, object]:
+    cols = await run_in_threadpool(svc.collections)
+    return {"status": "ready", "collections": cols}
+
+
+@router.post("/search", response_model=SearchOut, responses=ERRORS, dependencies=[Depends(reader)])
+async def search(body: SearchIn, request: Request, svc: Svc) -> SearchOut:
+    name = body.collection or request.app.state.default_collection
+    f = body.filters
+    params = SearchParams(
+        mode=body.mode, level=body.level,
+        filter=make_filter(**f.model_dump()) if f else make_filter(),
+    )
+    retriever = await run_in_threadpool(svc.retriever, name)
+    hits = await run_in_threadpool(retriever.search, body.query, body.top_k, params)
+    return SearchOut(
+        collection=name,
+        results=[
+            ChunkOut(
+                chunk_id=h.chunk.chunk_id, doc_id=h.chunk.doc_id, title=h.chunk.title,
+                source_path=h.chunk.source_path, text=h.chunk.text, score=h.score, scores=h.scores,
+                kind=h.chunk.kind, heading_path=list(h.chunk.heading_path), page_start=h.chunk.page_start,
+                page_end=h.chunk.page_end, effective_date=h.chunk.effective_date, level=h.chunk.level,
+            )
+            for h in hits
+        ],
+        timings_ms={k: round(v * 1000, 2) for k, v in retriever.last_timings.items()},
+    )
+
+
+@router.get("/collections", response_model=list[CollectionOut], dependencies=[Depends(reader)])
+async def collections(svc: Svc) -> list[CollectionOut]:
+    names = await run_in_threadpool(svc.collections)
+    infos = [await run_in_threadpool(svc.info, n) for n in names]
+    return [CollectionOut(**i.__dict__) for i in infos]
+
+
+@router.get("/collections/{name}", response_model=CollectionOut, responses=ERRORS, dependencies=[Depends(reader)])
+async def collection(name: str, svc: Svc) -> CollectionOut:
+    info = await run_in_threadpool(svc.info, name)
+    return CollectionOut(**info.__dict__)
+
+
+@router.get(
+    "/collections/{name}/documents", response_model=list[DocumentOut], responses=ERRORS,
+    dependencies=[Depends(reader)],
+)
+async def documents(name: str, svc: Svc) -> list[DocumentOut]:
+    docs = await run_in_threadpool(svc.documents, name)
+    return [
+        DocumentOut(
+            doc_id=d.doc_id, title=d.title, source_path=d.source_path, sources=list(d.sources), mime=d.mime,
+            effective_date=d.effective_date, date_source=d.date_source, authority=d.authority,
+            language=d.language, ingested_at=d.ingested_at,
+        )
+        for d in docs
+    ]
+
+
+@router.delete("/collections/{name}/documents/{doc_id}", responses=ERRORS, dependencies=[Depends(writer)])
+async def delete_document(name: str, doc_id: str, svc: Svc) -> dict[str, object]:
+    n = await run_in_threadpool(svc.delete_document, name, doc_id)
+    return {"deleted": doc_id, "chunks": n}

@@ -1,0 +1,85 @@
+"""Request and response bodies, with bounds on everything a client sends."""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+ISO_DATE = r"^\d{4}-\d{2}-\d{2}$"
+
+
+def _valid_date(v: str | None) -> str | None:
+    if v is not None:
+        dt.date.fromisoformat(v)  # raises ValueError -> 422 with the message
+    return v
+
+
+class FilterIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    doc_ids: list[str] | None = Field(None, max_length=1000)
+    source_prefix: str | None = Field(None, max_length=4096)
+    date_from: str | None = Field(None, pattern=ISO_DATE)
+    date_to: str | None = Field(None, pattern=ISO_DATE)
+    language: str | None = Field(None, max_length=16)
+    kinds: list[Literal["text", "table", "image"]] | None = None
+    metadata: dict[str, str] | None = Field(None, max_length=32)
+
+    _dates = field_validator("date_from", "date_to")(_valid_date)
+
+
+class SearchIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    query: str = Field(..., min_length=1, max_length=4000)
+    collection: str | None = Field(None, max_length=64)
+    top_k: int = Field(10, ge=1, le=100)
+    mode: Literal["hybrid", "dense", "sparse"] = "hybrid"
+    level: int | None = Field(None, ge=16, le=8192)
+    filters: FilterIn | None = None
+
+
+class ChunkOut(BaseModel):
+    chunk_id: int
+    doc_id: str
+    title: str
+    source_path: str
+    text: str
+    score: float
+    scores: dict[str, float]
+    kind: str
+    heading_path: list[str]
+    page_start: int | None
+    page_end: int | None
+    effective_date: str | None
+    level: int
+
+
+class SearchOut(BaseModel):
+    collection: str
+    results: list[ChunkOut]
+    timings_ms: dict[str, float]
+
+
+class CollectionOut(BaseModel):
+    name: str
+    embedder: str
+    documents: int
+    chunks: int
+
+
+class DocumentOut(BaseModel):
+    doc_id: str
+    title: str
+    source_path: str
+    sources: list[str]
+    mime: str
+    effective_date: str | None
+    date_source: str
+    authority: float | None
+    language: str | None
+    ingested_at: str
+
+
+class ErrorOut(BaseModel):
+    detail: str

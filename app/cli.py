@@ -1,0 +1,158 @@
+"""`ragqa`: the command line. Reads Settings once and hands plain arguments inward."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from pathlib import Path
+
+from app.settings import Settings
+
+
+def _offline() -> None:
+    # Every model ships inside a package: make any attempt to reach a model hub fail fast instead of hanging.
+    for var in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE", "HF_DATASETS_OFFLINE"):
+        os.environ.setdefault(var, "1")
+
+
+def _chunking(s: Settings):  # type: ignore[no-untyped-def]
+    from ingest.chunking import ChunkingSettings
+
+    return ChunkingSettings(levels=s.chunk_levels, overlap=s.chunk_overlap)
+
+
+def cmd_ingest(args: argparse.Namespace, s: Settings) -> int:
+    from ingest import cli
+
+    return cli.run(
+        args, data_dir=s.data_dir, collection=s.collection, embedder_spec=s.embedder, chunking=_chunking(s),
+        max_bytes=s.max_file_mb * 2**20, workers=s.ingest_workers, near_dup_threshold=s.near_dup_threshold,
+    )
+
+
+def cmd_serve(args: argparse.Namespace, s: Settings) -> int:
+    import uvicorn
+
+    from app.api.server import create_app
+
+    host = args.host or s.host
+    port = args.port or s.port
+    print(f"ragqa serving collection {s.collection!r} from {s.data_dir} on http://{host}:{port}", file=sys.stderr)
+    print(
+        f"  try: curl -s http://{host}:{port}/search -H 'content-type: application/json' "
+        "-d '{\"query\": \"What does fault code E4 mean?\"}'",
+        file=sys.stderr,
+    )
+    uvicorn.run(create_app(s), host=host, port=port, log_level="info")
+    return 0
+
+
+def cmd_search(args: argparse.Namespace, s: Settings) -> int:
+    from app.service import SearchService
+    from retrieval.search import SearchParams
+
+    svc = SearchService(s.data_dir)
+    hits = svc.search(args.collection or s.collection, args.query, args.top_k, SearchParams(mode=args.mode))
+    for i, h in enumerate(hits, 1):
+        c = h.chunk
+        text = " ".join(c.text.split())
+        print(f"{i:>2}. {h.score:.4f}  {c.title}  [{Path(c.source_path).name} p{c.page_start}]\n    {text[:200]}")
+    return 0
+
+
+def cmd_docs(args: argparse.Namespace, s: Settings) -> int:
+    from app.service import SearchService
+
+    svc = SearchService(s.data_dir)
+    name = args.collection or s.collection
+    if args.docs_cmd == "ls":
+        docs = svc.documents(name)
+        for d in docs:
+            print(f"{d.doc_id}  {d.effective_date or '-':<10} ({d.date_source:<8}) {d.title[:50]:<50}  {d.source_path}")
+        print(f"{len(docs)} documents")
+    else:
+        for doc_id in args.doc_ids:
+            n = svc.delete_document(name, doc_id)
+            print(f"removed {doc_id} ({n} chunks)")
+    return 0
+
+
+def cmd_collections(args: argparse.Namespace, s: Settings) -> int:
+    from app.service import SearchService
+
+    svc = SearchService(s.data_dir)
+    for name in svc.collections():
+        i = svc.info(name)
+        print(f"{i.name:<24} {i.embedder:<18} {i.documents:>7} docs {i.chunks:>9} chunks")
+    return 0
+
+
+def cmd_config(args: argparse.Namespace, s: Settings) -> int:
+    print(json.dumps(s.masked(), indent=2, ensure_ascii=False))
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from ingest import cli as ingest_cli
+
+    p = argparse.ArgumentParser(prog="ragqa", description="Grounded, cited question answering over your documents.")
+    sub = p.add_subparsers(dest="cmd", required=True)
+
+    pi = sub.add_parser("ingest", help="add files and folders to a collection (incremental)")
+    ingest_cli.add_arguments(pi)
+    pi.set_defaults(func=cmd_ingest)
+
+    ps = sub.add_parser("serve", help="start the HTTP API")
+    ps.add_argument("--host")
+    ps.add_argument("--port", type=int)
+    ps.set_defaults(func=cmd_serve)
+
+    pq = sub.add_parser("search", help="hybrid search from the command line")
+    pq.add_argument("query")
+    pq.add_argument("--collection")
+    pq.add_argument("--top-k", type=int, default=5)
+    pq.add_argument("--mode", choices=["hybrid", "dense", "sparse"], default="hybrid")
+    pq.set_defaults(func=cmd_search)
+
+    pd = sub.add_parser("docs", help="list or remove documents")
+    pd.add_argument("--collection")
+    dsub = pd.add_subparsers(dest="docs_cmd", required=True)
+    dsub.add_parser("ls", help="list documents")
+    prm = dsub.add_parser("rm", help="remove documents from the store and both indexes")
+    prm.add_argument("doc_ids", nargs="+")
+    pd.set_defaults(func=cmd_docs)
+
+    pc = sub.add_parser("collections", help="list collections")
+    pc.set_defaults(func=cmd_collections)
+
+    pcfg = sub.add_parser("config", help="configuration")
+    csub = pcfg.add_subparsers(dest="config_cmd", required=True)
+    csub.add_parser("show", help="print the effective configuration, secrets masked")
+    pcfg.set_defaults(func=cmd_config)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    _offline()
+    args = build_parser().parse_args(argv)
+    try:
+        settings = Settings()
+    except Exception as e:  # pydantic's message names the bad variable
+        print(f"error: invalid settings: {e}", file=sys.stderr)
+        return 2
+    from app.errors import RagqaError
+    from retrieval.collection import CollectionLocked, CollectionNotFound
+    from retrieval.manifest import ManifestMismatch
+
+    try:
+        rc: int = args.func(args, settings)
+        return rc
+    except (RagqaError, CollectionNotFound, CollectionLocked, ManifestMismatch, ValueError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,51 @@
+"""The one settings class. Read at the edges (the CLI and the server); everything inward takes plain arguments."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from pydantic import Field, SecretStr, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="RAGQA_", env_file=".env", extra="ignore")
+
+    data_dir: Path = Field(Path("data"), description="where collections live")
+    collection: str = Field("default", description="collection used when a request names none")
+    embedder: str = Field(
+        "e5-small",
+        description="embedding model for new collections: minilm, minilm-int8, use-multilingual, e5-small, st:/path",
+    )
+    chunk_levels: tuple[int, ...] = Field((128, 256, 512), description="chunk sizes in tokens")
+    chunk_overlap: float = Field(0.15, ge=0.0, lt=0.5)
+    near_dup_threshold: float = Field(0.85, gt=0.0, le=1.0)
+    max_file_mb: int = Field(100, ge=1, description="files larger than this are refused at ingest")
+    ingest_workers: int = Field(1, ge=0, le=32, description="parser processes (0 = parse in the main process)")
+
+    host: str = "127.0.0.1"
+    port: int = Field(8000, ge=1, le=65535)
+    api_keys: dict[str, SecretStr] = Field(
+        default_factory=dict,
+        description='JSON {"name": "key"}; when set, requests need "Authorization: Bearer KEY"',
+    )
+
+    llm_base_url: str | None = Field(None, description="OpenAI-compatible server; unset = start the embedded model")
+    llm_model: str = Field("ragqa", description="model name sent to the server (the LoRA adapter's name on vLLM)")
+    llm_api_key: SecretStr | None = None
+
+    @field_validator("chunk_levels")
+    @classmethod
+    def _levels(cls, v: tuple[int, ...]) -> tuple[int, ...]:
+        if not v or any(x < 16 for x in v) or list(v) != sorted(set(v)):
+            raise ValueError(f"chunk_levels must be ascending sizes >= 16, got {v}")
+        return v
+
+    def masked(self) -> dict[str, Any]:
+        """The effective configuration with secrets hidden, for `ragqa config show`."""
+        out = self.model_dump(mode="json")
+        out["api_keys"] = {k: "****" for k in self.api_keys}
+        if self.llm_api_key is not None:
+            out["llm_api_key"] = "****"
+        return out

@@ -1,0 +1,130 @@
+"""The in-memory search indexes of a collection (FAISS + BM25 per chunk level), kept in step with the store's change log.
+
+On disk a snapshot lives in `indexes-<seq>/` and the file `indexes.json` names the current one; the pointer is replaced
+atomically, so a crash while writing a snapshot leaves the previous one in force. Whatever the snapshot misses is replayed
+from the log, which is how a process also sees chunks another process committed (no restart, no full rebuild).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import threading
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+
+from retrieval.bm25 import BM25Index
+from retrieval.dense import DenseIndex
+from retrieval.store import Store
+
+POINTER = "indexes.json"
+
+
+class IndexSet:
+    def __init__(self, root: Path, store: Store, dim: int, levels: Sequence[int], k1: float, b: float) -> None:
+        self.root = root
+        self.store = store
+        self.dim = dim
+        self.levels = tuple(levels)
+        self.k1, self.b = k1, b
+        self.seq = 0
+        self.dense: dict[int, DenseIndex] = {}
+        self.sparse: dict[int, BM25Index] = {}
+        self._lock = threading.Lock()
+
+    def load(self) -> IndexSet:
+        pointer = self.root / POINTER
+        snap = None
+        if pointer.exists():
+            info = json.loads(pointer.read_text())
+            snap = self.root / info["dir"]
+            if not snap.is_dir() or set(info["levels"]) != set(self.levels):
+                snap = None
+        for level in self.levels:
+            if snap is not None:
+                self.dense[level] = DenseIndex.load(snap / f"L{level}.faiss")
+                self.sparse[level] = BM25Index.load(snap / f"L{level}.bm25")
+            else:
+                self.dense[level] = DenseIndex(self.dim)
+                self.sparse[level] = BM25Index(k1=self.k1, b=self.b)
+        self.seq = int(json.loads(pointer.read_text())["seq"]) if snap is not None else 0
+        self.refresh()
+        return self
+
+    def refresh(self) -> int:
+        """Apply committed changes not yet in memory; return how many chunks were added or removed."""
+        if self.store.last_seq() == self.seq:
+            return 0
+        with self._lock:
+            changes = self.store.changes_since(self.seq)
+            if not changes:
+                return 0
+            # Net effect: a chunk added then removed within the window never needs to touch the index.
+            added: dict[int, int] = {}
+            removed: dict[int, int] = {}
+            for _seq, op, cid, level in changes:
+                if op == "add":
+                    added[cid] = level
+                elif cid in added:
+                    del added[cid]
+                else:
+                    removed[cid] = level
+            for level in self.levels:
+                gone = [c for c, lv in removed.items() if lv == level]
+                if gone:
+                    self.dense[level].remove(gone)
+                    self.sparse[level].remove(gone)
+                new = [c for c, lv in added.items() if lv == level]
+                if new:
+                    ids, vecs, toks = [], [], []
+                    for cid, vec, tokens in self.store.vectors_and_tokens(new):
+                        ids.append(cid)
+                        vecs.append(vec)
+                        toks.append(tokens)
+                    if ids:
+                        self.dense[level].add(ids, np.vstack(vecs))
+                        self.sparse[level].add(ids, toks)
+            self.seq = changes[-1][0]
+            return len(added) + len(removed)
+
+    def snapshot(self) -> None:
+        """Write the current state to disk (only the writing process calls this)."""
+        with self._lock:
+            name = f"indexes-{self.seq}"
+            target = self.root / name
+            tmp = self.root / f"{name}.tmp-{os.getpid()}"
+            shutil.rmtree(tmp, ignore_errors=True)
+            tmp.mkdir(parents=True)
+            for level in self.levels:
+                self.dense[level].save(tmp / f"L{level}.faiss")
+                self.sparse[level].save(tmp / f"L{level}.bm25")
+            shutil.rmtree(target, ignore_errors=True)
+            os.replace(tmp, target)
+            _fsync_dir(self.root)
+            pointer_tmp = self.root / (POINTER + ".tmp")
+            pointer_tmp.write_text(json.dumps({"dir": name, "seq": self.seq, "levels": list(self.levels)}))
+            with open(pointer_tmp, "rb+") as f:
+                os.fsync(f.fileno())
+            os.replace(pointer_tmp, self.root / POINTER)
+            _fsync_dir(self.root)
+            collect_garbage(self.root, keep=name)
+
+
+def collect_garbage(root: Path, keep: str | None = None) -> None:
+    """Remove snapshots and temp folders other than `keep` (left behind by crashes or superseded)."""
+    if keep is None and (root / POINTER).exists():
+        keep = json.loads((root / POINTER).read_text())["dir"]
+    for p in root.glob("indexes-*"):
+        if p.name != keep and p.is_dir():
+            shutil.rmtree(p, ignore_errors=True)
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
