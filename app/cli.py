@@ -29,6 +29,7 @@ def cmd_ingest(args: argparse.Namespace, s: Settings) -> int:
     return cli.run(
         args, data_dir=s.data_dir, collection=s.collection, embedder_spec=s.embedder, chunking=_chunking(s),
         max_bytes=s.max_file_mb * 2**20, workers=s.ingest_workers, near_dup_threshold=s.near_dup_threshold,
+        batch_chunks=s.ingest_batch_chunks,
     )
 
 

@@ -23,6 +23,7 @@ class Settings(BaseSettings):
     near_dup_threshold: float = Field(0.85, gt=0.0, le=1.0)
     max_file_mb: int = Field(100, ge=1, description="files larger than this are refused at ingest")
     ingest_workers: int = Field(1, ge=0, le=32, description="parser processes (0 = parse in the main process)")
+    ingest_batch_chunks: int = Field(512, ge=1, le=100_000, description="chunks embedded and committed together")
 
     host: str = "127.0.0.1"
     port: int = Field(8000, ge=1, le=65535)

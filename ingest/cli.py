@@ -37,7 +37,7 @@ def open_collection(
 
 def run(
     args: argparse.Namespace, *, data_dir: Path, collection: str, embedder_spec: str, chunking: ChunkingSettings,
-    max_bytes: int, workers: int, near_dup_threshold: float,
+    max_bytes: int, workers: int, near_dup_threshold: float, batch_chunks: int = 512,
 ) -> int:
     meta = {}
     for kv in args.meta:
@@ -61,7 +61,7 @@ def run(
         options = IngestOptions(
             effective_date=date, authority=args.authority, metadata=meta, max_bytes=max_bytes,
             workers=args.workers if args.workers is not None else workers, ocr=not args.no_ocr,
-            near_dup_threshold=near_dup_threshold,
+            near_dup_threshold=near_dup_threshold, batch_chunks=batch_chunks,
         )
         ingestor = Ingestor(col, embedder, chunking, options)
         progress = _Progress(enabled=not args.json and sys.stderr.isatty())

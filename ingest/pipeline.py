@@ -142,7 +142,15 @@ class Ingestor:
             r = self._check_file(path, key, to_parse)
             if r is not None:
                 emit(r)
-        self._parse_and_commit(to_parse, report, emit)
+        # The same bytes twice in this run: parse once, then record the other paths as duplicates.
+        first: dict[str, str] = {}
+        unique, copies = [], []
+        for item in to_parse:
+            (copies if item[4] in first else unique).append(item)
+            first.setdefault(item[4], item[1])
+        self._parse_and_commit(unique, report, emit)
+        for path, key, st, _data, h in copies:
+            emit(self._attach_duplicate(key, st, h))
         if self.options.prune_missing:
             for root in paths:
                 if root.is_dir():
@@ -181,15 +189,21 @@ class Ingestor:
             with self.collection.store.transaction() as conn:
                 self.collection.store.set_source(conn, SourceRecord(key, rec.doc_id, st.st_size, st.st_mtime_ns, h))
             return FileResult(key, "unchanged", doc_id=rec.doc_id)
-        existing = self.collection.store.doc_id_for_hash(h)
-        if existing is not None:
-            with self.collection.store.transaction() as conn:
-                old = self.collection.store.set_source(conn, SourceRecord(key, existing, st.st_size, st.st_mtime_ns, h))
-                if old:
-                    self.collection.store.delete_if_orphan(conn, old)
-            return FileResult(key, "duplicate", doc_id=existing, reason="same content as an existing document")
+        if self.collection.store.doc_id_for_hash(h) is not None:
+            return self._attach_duplicate(key, st, h)
         to_parse.append((path, key, st, data, h))
         return None
+
+    def _attach_duplicate(self, key: str, st: os.stat_result, h: str) -> FileResult:
+        store = self.collection.store
+        existing = store.doc_id_for_hash(h)
+        if existing is None:  # its twin failed to parse
+            return FileResult(key, "failed", reason="same content as a file that failed")
+        with store.transaction() as conn:
+            old = store.set_source(conn, SourceRecord(key, existing, st.st_size, st.st_mtime_ns, h))
+            if old:
+                store.delete_if_orphan(conn, old)
+        return FileResult(key, "duplicate", doc_id=existing, reason="same content as an existing document")
 
     def _parse_and_commit(
         self,
@@ -204,10 +218,15 @@ class Ingestor:
                 emit(FileResult(key, "failed", reason=reason or type(parsed).__name__))
                 return
             rec = self.collection.store.source(key)
-            sidecar = _read_sidecar(path)
+            try:
+                sidecar = _read_sidecar(path)
+            except IngestError as e:
+                emit(FileResult(key, "failed", reason=str(e)))
+                return
             self._queue(
                 key=key, stat=(st.st_size, st.st_mtime_ns), content_hash=h, parsed=parsed, path=path,
                 mime=_mime_of(path), sidecar=sidecar, mtime=st.st_mtime, status="updated" if rec else "added",
+                report=report,
             )
             if self._pending_chunks >= self.options.batch_chunks:
                 for r in self._flush(report):
@@ -271,7 +290,7 @@ class Ingestor:
             self._queue(
                 key=rec.key, stat=(len(data), 0), content_hash=h, parsed=parsed, path=None, mime="text/plain",
                 sidecar={"effective_date": rec.effective_date, **rec.metadata} if rec.effective_date else rec.metadata,
-                mtime=None, status="updated" if src else "added",
+                mtime=None, status="updated" if src else "added", report=report,
             )
             if self._pending_chunks >= self.options.batch_chunks:
                 report.results.extend(self._flush(report))
@@ -284,11 +303,11 @@ class Ingestor:
 
     def _queue(
         self, *, key: str, stat: tuple[int, int], content_hash: str, parsed: ParsedDocument, path: Path | None,
-        mime: str, sidecar: dict[str, Any], mtime: float | None, status: Status,
+        mime: str, sidecar: dict[str, Any], mtime: float | None, status: Status, report: IngestReport,
     ) -> None:
         t = time.perf_counter()
         sections, drafts = chunk_document(parsed, self.chunking)
-        self._chunk_time = getattr(self, "_chunk_time", 0.0) + time.perf_counter() - t
+        report.timings["chunk"] = report.timings.get("chunk", 0.0) + time.perf_counter() - t
         meta = {**self.options.metadata, **{k: v for k, v in sidecar.items() if k not in _SIDECAR_FIELDS}}
         title = str(sidecar.get("title") or parsed.title or (path.stem if path else key))
         first_page = parsed.text[:3000]

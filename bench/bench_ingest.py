@@ -1,0 +1,153 @@
+"""Ingest throughput: SciFact abstracts as records, and the mixed-format documents in ../shared/datasets/docs.
+
+Prints a table and writes bench/results/ingest.json. The embedding stage is compared with the raw encoder on the same
+texts in the same run: the pipeline should reach >= 90% of it (batching, no per-chunk overhead).
+
+    .venv/bin/python bench/bench_ingest.py [--embedder e5-small] [--limit 5183] [--workers 2]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import shutil
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+
+from ingest.chunking import ChunkingSettings  # noqa: E402
+from ingest.pipeline import IngestOptions, Ingestor, Record, _contextualize, parsed_from_text  # noqa: E402
+from ingest.chunking import chunk_document  # noqa: E402
+from retrieval.collection import Collection  # noqa: E402
+from retrieval.embedders import get_embedder  # noqa: E402
+
+DATASETS = REPO.parent / "shared" / "datasets"
+
+
+def _rss_mb() -> float:
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def _dir_mb(p: Path) -> float:
+    return sum(f.stat().st_size for f in p.rglob("*") if f.is_file()) / 2**20
+
+
+def scifact_records(limit: int) -> list[Record]:
+    out = []
+    with open(DATASETS / "scifact" / "corpus.jsonl", encoding="utf-8") as f:
+        for line in f:
+            d = json.loads(line)
+            out.append(Record(key=f"scifact:{d['_id']}", title=d.get("title", ""), text=d["text"]))
+            if len(out) >= limit:
+                break
+    return out
+
+
+def bench_records(tmp: Path, embedder_spec: str, chunking: ChunkingSettings, limit: int) -> dict[str, object]:
+    emb = get_embedder(embedder_spec)
+    emb.load()
+    recs = scifact_records(limit)
+    col = Collection(tmp, "scifact").open(
+        embedder=emb.name, dim=emb.dim, chunking=chunking.to_manifest(), create=True
+    )
+    rss0 = _rss_mb()
+    t = time.perf_counter()
+    rep = Ingestor(col, emb, chunking, IngestOptions(workers=0)).ingest_records(recs)
+    total = time.perf_counter() - t
+    chunks = col.store.counts()["chunks"]
+    # The raw encoder on exactly the texts the pipeline embedded, in one call, same process, same run.
+    texts = []
+    for r in recs:
+        parsed = parsed_from_text(r.title, r.text)
+        _, drafts = chunk_document(parsed, chunking)
+        texts += [_contextualize(r.title, d.heading_path, d.text) for d in drafts]
+    t = time.perf_counter()
+    emb.embed_documents(texts)
+    raw = time.perf_counter() - t
+    col.close()
+    tm = rep.timings
+    return {
+        "documents": len(recs), "chunks": chunks, "seconds": round(total, 2),
+        "docs_per_s": round(len(recs) / total, 1), "chunks_per_s": round(chunks / total, 1),
+        "share": {k: round(tm.get(k, 0.0) / total, 3) for k in ("parse", "chunk", "embed", "index")},
+        "embed_stage_chunks_per_s": round(len(texts) / tm["embed"], 1),
+        "raw_encoder_chunks_per_s": round(len(texts) / raw, 1),
+        "embed_vs_raw": round(raw / tm["embed"], 3),
+        "disk_mb": round(_dir_mb(tmp / "collections" / "scifact"), 1),
+        "disk_kb_per_chunk": round(_dir_mb(tmp / "collections" / "scifact") * 1024 / max(chunks, 1), 2),
+        "rss_delta_mb": round(_rss_mb() - rss0, 1),
+    }
+
+
+def bench_files(tmp: Path, embedder_spec: str, chunking: ChunkingSettings, workers: int) -> dict[str, object]:
+    emb = get_embedder(embedder_spec)
+    emb.load()
+    folder = DATASETS / "docs"
+    col = Collection(tmp, "docs").open(embedder=emb.name, dim=emb.dim, chunking=chunking.to_manifest(), create=True)
+    t = time.perf_counter()
+    rep = Ingestor(col, emb, chunking, IngestOptions(workers=workers)).ingest_paths([folder])
+    total = time.perf_counter() - t
+    chunks = col.store.counts()["chunks"]
+    col.close()
+    return {
+        "files": len(rep.results), "summary": rep.summary(), "seconds": round(total, 2),
+        "files_per_s": round(len(rep.results) / total, 2), "chunks": chunks,
+        "chunks_per_s": round(chunks / total, 1),
+        "share": {k: round(rep.timings.get(k, 0.0) / total, 3) for k in ("parse", "chunk", "embed", "index")},
+        "failed": [{"file": Path(r.path).name, "reason": r.reason} for r in rep.failed],
+    }
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--embedder", default="e5-small")
+    ap.add_argument("--limit", type=int, default=5183)
+    ap.add_argument("--workers", type=int, default=2)
+    ap.add_argument("--skip-files", action="store_true")
+    args = ap.parse_args()
+    if not (DATASETS / "scifact").is_dir():
+        sys.exit(f"skipped: {DATASETS} not found (the shared data sets are not part of a fresh clone)")
+    chunking = ChunkingSettings()
+    tmp = Path(tempfile.mkdtemp(prefix="ragqa-bench-"))
+    try:
+        res: dict[str, object] = {"embedder": args.embedder, "levels": list(chunking.levels), "cpus": os.cpu_count()}
+        res["scifact"] = bench_records(tmp, args.embedder, chunking, args.limit)
+        if not args.skip_files:
+            res["docs"] = bench_files(tmp, args.embedder, chunking, args.workers)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    s = res["scifact"]
+    assert isinstance(s, dict)
+    print(f"\nIngest, embedder {args.embedder}, levels {list(chunking.levels)}")
+    print("| corpus | items | chunks | s | items/s | chunks/s | parse | chunk | embed | index |")
+    print("|---|---|---|---|---|---|---|---|---|---|")
+    print(f"| SciFact records | {s['documents']} | {s['chunks']} | {s['seconds']} | {s['docs_per_s']} | "
+          f"{s['chunks_per_s']} | " + " | ".join(f"{s['share'][k]:.0%}" for k in ("parse", "chunk", "embed", "index")) + " |")
+    if "docs" in res:
+        d = res["docs"]
+        assert isinstance(d, dict)
+        print(f"| shared/docs files | {d['files']} | {d['chunks']} | {d['seconds']} | {d['files_per_s']} | "
+              f"{d['chunks_per_s']} | " + " | ".join(f"{d['share'][k]:.0%}" for k in ("parse", "chunk", "embed", "index")) + " |")
+    print(f"\nembedding stage {s['embed_stage_chunks_per_s']} chunks/s vs raw encoder {s['raw_encoder_chunks_per_s']} "
+          f"chunks/s: {s['embed_vs_raw']:.0%}")
+    print(f"store: {s['disk_kb_per_chunk']} KiB/chunk on disk, RSS +{s['rss_delta_mb']} MiB for {s['chunks']} chunks")
+    out = REPO / "bench" / "results" / "ingest.json"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(res, indent=2, ensure_ascii=False))
+    print(f"wrote {out}")
+
+
+if __name__ == "__main__":
+    main()
