@@ -309,7 +309,9 @@ class Ingestor:
         sections, drafts = chunk_document(parsed, self.chunking)
         report.timings["chunk"] = report.timings.get("chunk", 0.0) + time.perf_counter() - t
         meta = {**self.options.metadata, **{k: v for k, v in sidecar.items() if k not in _SIDECAR_FIELDS}}
-        title = str(sidecar.get("title") or parsed.title or (path.stem if path else key))
+        # Titles fall back to file names, which need not be UTF-8: keep them printable and storable.
+        stem = Path(key).stem if path else key
+        title = _printable(str(sidecar.get("title") or parsed.title or stem))
         first_page = parsed.text[:3000]
         date, date_source = resolve_effective_date(
             explicit=self.options.effective_date, sidecar=sidecar.get("effective_date"), title=title,
@@ -322,7 +324,7 @@ class Ingestor:
             ingested_at=dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
             authority=float(authority) if authority is not None else None, language=parsed.language, metadata=meta,
         )
-        family = str(sidecar.get("family") or family_of(path.stem if path else title))
+        family = str(sidecar.get("family") or family_of(stem if path else title))
         self._pending.append(
             _Pending(
                 key=key, stat=stat, content_hash=content_hash, doc=doc, family=family,
@@ -431,6 +433,10 @@ def _read_sidecar(path: Path) -> dict[str, Any]:
     if not isinstance(data, dict):
         raise IngestError(f"bad sidecar {side.name}: expected a JSON object")
     return data
+
+
+def _printable(s: str) -> str:
+    return s.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
 
 
 def _mime_of(path: Path) -> str:
