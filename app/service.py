@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -12,7 +13,8 @@ from retrieval.collection import Collection, CollectionNotFound, check_name, lis
 from retrieval.embedders import Embedder, get_embedder
 from retrieval.search import HybridRetriever, SearchParams
 from retrieval.store import SearchFilter
-from retrieval.types import Document, ScoredChunk
+from retrieval.expand import Passage
+from retrieval.types import Chunk, Document, ScoredChunk
 
 
 @dataclass(frozen=True)
@@ -63,6 +65,11 @@ class SearchService:
 
     def search(self, collection: str, query: str, top_k: int, params: SearchParams) -> list[ScoredChunk]:
         return self.retriever(collection).search(query, top_k=top_k, params=params)
+
+    def chunks_for(self, name: str, passages: Sequence[Passage]) -> list[Chunk]:
+        """Every chunk inside the given passages (a section passage spans several)."""
+        ids = sorted({cid for p in passages for cid in p.chunk_ids})
+        return self.retriever(name).collection.store.chunks(ids)
 
     def info(self, name: str) -> CollectionInfo:
         r = self.retriever(name)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -35,6 +35,14 @@ class Settings(BaseSettings):
     llm_base_url: str | None = Field(None, description="OpenAI-compatible server; unset = start the embedded model")
     llm_model: str = Field("ragqa", description="model name sent to the server (the LoRA adapter's name on vLLM)")
     llm_api_key: SecretStr | None = None
+    llm_embedded_model: Literal["qwen2.5-1.5b", "qwen2.5-0.5b"] = Field(
+        "qwen2.5-1.5b", description="bundled GGUF model the embedded llama.cpp server runs"
+    )
+    llm_cache_dir: Path | None = Field(None, description="where bundled GGUF files are assembled (default: data_dir/models)")
+    llm_timeout_s: float = Field(120.0, gt=0, description="per LLM request")
+    llm_max_concurrency: int = Field(2, ge=1, le=256, description="LLM requests in flight at once")
+    llm_max_queue: int = Field(16, ge=0, le=10_000, description="/ask requests allowed to wait; more get 429")
+    max_body_kb: int = Field(1024, ge=1, description="JSON request bodies above this get 413")
 
     @field_validator("chunk_levels")
     @classmethod

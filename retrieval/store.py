@@ -130,7 +130,7 @@ class SearchFilter:
 
     doc_ids: tuple[str, ...] = ()
     source_prefix: str | None = None
-    date_from: str | None = None  # ISO dates, inclusive; documents without a date pass date filters
+    date_from: str | None = None  # ISO dates, inclusive; undated (or only mtime-dated) documents pass
     date_to: str | None = None
     language: str | None = None
     kinds: tuple[str, ...] = ()
@@ -143,7 +143,7 @@ class SearchFilter:
 _CHUNK_COLUMNS = (
     "c.chunk_id, c.doc_id, c.text, c.level, c.position, c.section_id, c.heading_path, c.kind, c.page_start, "
     "c.page_end, c.char_start, c.char_end, c.token_count, c.near_dup_of, d.title, d.source_path, "
-    "d.effective_date, d.authority, d.language"
+    "d.effective_date, d.authority, d.language, d.family, d.date_source"
 )
 
 
@@ -356,7 +356,8 @@ class Store:
             chunk_id=r[0], doc_id=r[1], collection=self.collection, text=r[2], level=r[3], position=r[4],
             section_id=r[5], heading_path=tuple(json.loads(r[6])), kind=r[7], page_start=r[8], page_end=r[9],
             char_start=r[10], char_end=r[11], token_count=r[12], near_dup_of=r[13], title=r[14],
-            source_path=r[15], effective_date=r[16], authority=r[17], language=r[18],
+            source_path=r[15], effective_date=r[16], authority=r[17], language=r[18], family=r[19],
+            date_source=r[20],
         )
 
     def vectors_and_tokens(self, chunk_ids: Sequence[int]) -> Iterator[tuple[int, np.ndarray, list[str]]]:
@@ -387,11 +388,13 @@ class Store:
         if flt.source_prefix:
             where.append("EXISTS (SELECT 1 FROM sources s WHERE s.doc_id = c.doc_id AND substr(s.path, 1, ?) = ?)")
             params += [len(flt.source_prefix), flt.source_prefix]
+        # A date known only from the file's mtime says when a copy was made, not when the text took effect:
+        # such documents pass date filters like undated ones.
         if flt.date_from:
-            where.append("(d.effective_date IS NULL OR d.effective_date >= ?)")
+            where.append("(d.effective_date IS NULL OR d.date_source = 'mtime' OR d.effective_date >= ?)")
             params.append(flt.date_from)
         if flt.date_to:
-            where.append("(d.effective_date IS NULL OR d.effective_date <= ?)")
+            where.append("(d.effective_date IS NULL OR d.date_source = 'mtime' OR d.effective_date <= ?)")
             params.append(flt.date_to)
         if flt.language:
             where.append("d.language = ?")
@@ -409,6 +412,18 @@ class Store:
         )
         rows = self._conn().execute(sql, params).fetchall()
         return np.fromiter((r[0] for r in rows), dtype=np.int64, count=len(rows))
+
+    def newest_date(self, flt: SearchFilter) -> str | None:
+        """The latest effective date among documents the filter admits: the knowledge cut-off."""
+        where, params = ["effective_date IS NOT NULL", "date_source != 'mtime'"], []
+        if flt.date_to:
+            where.append("effective_date <= ?")
+            params.append(flt.date_to)
+        if flt.doc_ids:
+            where.append(f"doc_id IN ({','.join('?' * len(flt.doc_ids))})")
+            params += list(flt.doc_ids)
+        row = self._conn().execute(f"SELECT max(effective_date) FROM documents WHERE {' AND '.join(where)}", params)
+        return row.fetchone()[0]
 
     # ---- the change log --------------------------------------------------------------------------------------------
 

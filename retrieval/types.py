@@ -57,6 +57,8 @@ class Chunk:
     effective_date: str | None = None
     authority: float | None = None
     language: str | None = None
+    family: str | None = None  # documents that are versions of each other share a family
+    date_source: str = "none"  # where effective_date came from; "mtime" is weak evidence, ignored for time logic
 
 
 @dataclass(frozen=True)

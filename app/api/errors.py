@@ -6,6 +6,7 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 
 from app.errors import BadRequest, Forbidden, NotFound, Overloaded, RagqaError, Unauthorized, Unavailable
+from app.llm.client import LLMError
 from retrieval.manifest import ManifestMismatch
 
 _STATUS: list[tuple[type[Exception], int]] = [
@@ -16,6 +17,7 @@ _STATUS: list[tuple[type[Exception], int]] = [
     (Overloaded, 429),
     (Unavailable, 503),
     (ManifestMismatch, 409),
+    (LLMError, 502),
     (RagqaError, 400),
 ]
 

@@ -8,6 +8,7 @@ from fastapi import APIRouter, Depends, Request
 from fastapi.concurrency import run_in_threadpool
 
 from app.api.auth import require_key
+from app.errors import Unavailable
 from app.api.schemas import ChunkOut, CollectionOut, DocumentOut, ErrorOut, SearchIn, SearchOut
 from app.service import SearchService, make_filter
 from retrieval.search import SearchParams
@@ -39,8 +40,16 @@ async def healthz() -> dict[str, str]:
 
 @router.get("/readyz", responses={503: {"model": ErrorOut}})
 async def readyz(request: Request, svc: Svc) -> dict[str, object]:
+    """Ready when the store opens and the LLM server lists the model we send (the LoRA adapter's name on vLLM)."""
     cols = await run_in_threadpool(svc.collections)
-    return {"status": "ready", "collections": cols}
+    llm = request.app.state.llm
+    try:
+        models = await llm.models()
+    except Exception as e:
+        raise Unavailable(f"LLM server at {llm.base_url} is not reachable: {e}") from e
+    if llm.model not in models:
+        raise Unavailable(f"LLM server at {llm.base_url} does not serve model {llm.model!r} (it has {models})")
+    return {"status": "ready", "collections": cols, "llm": {"base_url": llm.base_url, "model": llm.model}}
 
 
 @router.post("/search", response_model=SearchOut, responses=ERRORS, dependencies=[Depends(reader)])

@@ -83,3 +83,67 @@ class DocumentOut(BaseModel):
 
 class ErrorOut(BaseModel):
     detail: str
+
+
+class Turn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    role: Literal["user", "assistant"]
+    content: str = Field(..., max_length=4000)
+
+
+class AskIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    question: str = Field(..., min_length=1, max_length=2000)
+    collection: str | None = Field(None, max_length=64)
+    history: list[Turn] = Field(default_factory=list, max_length=20)
+    top_k: int = Field(6, ge=1, le=20)
+    as_of: str | None = Field(None, pattern=ISO_DATE, description="answer as of this date (YYYY-MM-DD)")
+    hyde: bool = False
+    multi_query: bool = False
+    max_rounds: int = Field(3, ge=1, le=5)
+    allow_model_knowledge: bool = Field(False, description="may answer from the model's own knowledge, marked uncited")
+    degrade_to_retrieval: bool = Field(False, description="if the LLM is down, return sources without an answer")
+    filters: FilterIn | None = None
+    stream: bool = Field(False, description="Server-Sent Events: text deltas, then a final event")
+
+    _as_of = field_validator("as_of")(_valid_date)
+
+
+class CitationOut(BaseModel):
+    marker: int
+    chunk_id: int
+    doc_id: str
+    title: str
+    source_path: str
+    page: int | None
+    quote: str
+    effective_date: str | None
+    supported: bool
+    support_score: float | None
+
+
+class ConflictOut(BaseModel):
+    claim: str
+    preferred: CitationOut
+    other: CitationOut
+    reason: str
+
+
+class RetrievedOut(BaseModel):
+    chunk_id: int
+    doc_id: str
+    title: str
+    source_path: str
+    score: float
+    effective_date: str | None
+
+
+class AskOut(BaseModel):
+    answer: str
+    status: Literal["answered", "no_answer", "partial", "retrieval_only"]
+    citations: list[CitationOut]
+    conflicts: list[ConflictOut]
+    knowledge_cutoff: str | None
+    retrieved: list[RetrievedOut]
+    trace: dict[str, object]
+    usage: dict[str, int]

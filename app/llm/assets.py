@@ -166,6 +166,7 @@ def assemble(
                 f"assembled {dest.name} has sha256 {actual}, expected {sha256.lower()}; refusing to use it "
                 f"(parts: {parts[0].parent.parent.name} .. {parts[-1].parent.parent.name})"
             )
+        os.chmod(tmp, 0o644)  # mkstemp makes it owner-only; the cache may be shared
         os.replace(tmp, dest)
     except BaseException:
         tmp.unlink(missing_ok=True)

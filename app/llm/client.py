@@ -65,9 +65,9 @@ class LLMClient:
     """An OpenAI-compatible chat client. Cheap to build: no connection until the first call.
 
     `base_url` may end in /v1 or not. `structured_style` says how `json_schema` is sent: "openai"
-    (response_format json_schema), "vllm" (structured_outputs), "both" (vLLM takes both), or "llamacpp"
-    (llama-cpp-python's server only knows response_format {"type": "json_object", "schema": ...} and
-    rejects the OpenAI form with a 422).
+    (response_format json_schema), "vllm" (structured_outputs), "both" (vLLM takes both and merges them), or
+    "llamacpp": llama-cpp-python's server (0.3.x) only knows response_format {"type": "json_object",
+    "schema": ...}, answers the OpenAI form with HTTP 500 (a validation error); it ignores structured_outputs.
     """
 
     def __init__(
@@ -128,6 +128,7 @@ class LLMClient:
         stop: Sequence[str] | None = None,
         json_schema: Mapping[str, Any] | None = None,
     ) -> ChatResult:
+        """One completion. LLMUnavailable when the server cannot be reached; LLMError for a refusal."""
         body = self.chat_body(
             messages,
             max_tokens=max_tokens,
@@ -181,10 +182,11 @@ class LLMClient:
                 await resp.aclose()
 
     async def models(self) -> list[str]:
-        """The model names the server serves (GET /v1/models): a readiness check."""
+        """The model names the server serves (GET /v1/models): a readiness check.
+
+        Not bounded by max_concurrency: a probe must not queue behind long generations."""
         st = self._state()
-        async with st.sem:
-            resp = await self._send(st, "GET", "/models", None, stream=False)
+        resp = await self._send(st, "GET", "/models", None, stream=False)
         data = self._json(resp)
         try:
             return [str(m["id"]) for m in data["data"]]

@@ -21,6 +21,10 @@ import time
 from collections import deque
 from pathlib import Path
 from types import TracebackType
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from app.llm.client import LLMClient
 
 log = logging.getLogger(__name__)
 
@@ -89,6 +93,7 @@ class EmbeddedLLMServer:
         self.startup_timeout = startup_timeout
         self.max_restarts_per_minute = max_restarts_per_minute
         self.log_path = log_path
+        self._own_log = False  # a temp log we made: removed on a clean stop
         self.extra_args = tuple(extra_args)
         self.restarts = 0  # successful restarts by the supervisor
         self.failure: str | None = None  # why the supervisor gave up, if it did
@@ -115,6 +120,7 @@ class EmbeddedLLMServer:
                 fd, name = tempfile.mkstemp(prefix=f"ragqa-llama-{self.port}-", suffix=".log")
                 os.close(fd)
                 self.log_path = Path(name)
+                self._own_log = True
             self._stopping.clear()
             self._launch_and_wait()
             atexit.register(self.stop)
@@ -133,6 +139,9 @@ class EmbeddedLLMServer:
         if sup is not None and sup is not threading.current_thread():
             sup.join(timeout=timeout)
         atexit.unregister(self.stop)
+        if self._own_log and self.failure is None and self.log_path is not None:
+            self.log_path.unlink(missing_ok=True)
+            self.log_path, self._own_log = None, False
 
     def __enter__(self) -> EmbeddedLLMServer:
         return self.start()
@@ -191,6 +200,13 @@ class EmbeddedLLMServer:
             *self.extra_args,
         ]
 
+    def client(self, **kwargs: Any) -> LLMClient:
+        """An LLMClient for this server, speaking llama-cpp-python's dialect of structured output."""
+        from app.llm.client import LLMClient
+
+        kwargs.setdefault("structured_style", "llamacpp")
+        return LLMClient(self.base_url, self.model_alias, **kwargs)
+
     def log_tail(self, n_lines: int = 30) -> str:
         if self.log_path is None:
             return ""
@@ -207,6 +223,9 @@ class EmbeddedLLMServer:
     def _launch_and_wait(self) -> None:
         assert self.log_path is not None
         env = {k: v for k, v in os.environ.items() if k.lower() not in _SERVER_ENV}
+        # ggml's OpenMP barriers spin by default; on shared cores a spinning thread waits for a
+        # descheduled one: generation fell from ~7 to ~0.3 tokens/s (bench/bench_llm.py, 2 busy cores).
+        env.setdefault("OMP_WAIT_POLICY", "PASSIVE")
         with self.log_path.open("ab") as logf:
             logf.write(
                 f"\n=== ragqa: llama_cpp.server starting at {time.strftime('%H:%M:%S')} ===\n".encode()

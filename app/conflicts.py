@@ -1,0 +1,97 @@
+"""Sources that disagree on the asked fact, found in code.
+
+A small model reading two policy versions tends to pick one and not notice the other. Here two sentences from different
+documents conflict when both are about the question, say nearly the same thing in words, and state different numbers
+("covered for 5 years" vs "covered for 7 years"). The newer source wins, then the more authoritative one.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from app.text import numbers, split_sentences
+from retrieval.analyzer import Analyzer
+from retrieval.expand import Passage
+
+
+@dataclass(frozen=True)
+class FactSentence:
+    passage_index: int
+    sentence: str
+    words: frozenset[str]  # analyzer tokens without numbers
+    values: frozenset[str]
+    relevance: float
+
+
+@dataclass(frozen=True)
+class Disagreement:
+    preferred: FactSentence
+    other: FactSentence
+    reason: str
+
+
+def _jaccard(a: frozenset[str], b: frozenset[str]) -> float:
+    return len(a & b) / len(a | b) if a or b else 0.0
+
+
+def _facts(question: str, passages: Sequence[Passage], analyzer: Analyzer, min_relevance: float) -> list[FactSentence]:
+    q = {t for t in analyzer.tokenize(question) if not t.replace(".", "").isdigit()}
+    out = []
+    for i, p in enumerate(passages):
+        for s in split_sentences(p.text):
+            vals = numbers(s)
+            if not vals:
+                continue
+            words = frozenset(t for t in analyzer.tokenize(s) if not t.replace(".", "").isdigit())
+            rel = len(q & words) / len(q) if q else 0.0
+            if rel >= min_relevance:
+                out.append(FactSentence(i, s, words, frozenset(vals), rel))
+    return out
+
+
+def _date(p: Passage) -> str:
+    c = p.hit.chunk
+    return c.effective_date or "" if c.date_source != "mtime" else ""
+
+
+def preference(a: Passage, b: Passage) -> tuple[Passage, Passage, str]:
+    """Order two sources: newer effective date first, then higher authority; say why."""
+    da, db = _date(a), _date(b)
+    if da != db and da and db:
+        return (a, b, f"newer ({da} > {db})") if da > db else (b, a, f"newer ({db} > {da})")
+    aa, ab = a.hit.chunk.authority or 0.0, b.hit.chunk.authority or 0.0
+    if aa != ab:
+        return (a, b, f"more authoritative ({aa:g} > {ab:g})") if aa > ab else (b, a, f"more authoritative ({ab:g} > {aa:g})")
+    if da != db:  # only one is dated
+        return (a, b, "the only dated source") if da else (b, a, "the only dated source")
+    return a, b, "ranked higher by retrieval (same date and authority)"
+
+
+def find_disagreements(
+    question: str,
+    passages: Sequence[Passage],
+    analyzer: Analyzer,
+    min_relevance: float = 0.3,
+    min_similarity: float = 0.5,
+) -> list[Disagreement]:
+    facts = _facts(question, passages, analyzer, min_relevance)
+    found: list[Disagreement] = []
+    seen_pairs: set[tuple[int, int]] = set()
+    for i, a in enumerate(facts):
+        for b in facts[i + 1 :]:
+            pa, pb = passages[a.passage_index], passages[b.passage_index]
+            if pa.hit.chunk.doc_id == pb.hit.chunk.doc_id or a.values == b.values:
+                continue
+            if _jaccard(a.words, b.words) < min_similarity:
+                continue
+            pair = (min(a.passage_index, b.passage_index), max(a.passage_index, b.passage_index))
+            if pair in seen_pairs:
+                continue
+            seen_pairs.add(pair)
+            first, _second, reason = preference(pa, pb)
+            pref, other = (a, b) if first is pa else (b, a)
+            found.append(Disagreement(pref, other, reason))
+    # Most relevant first: the disagreement about the asked fact, not an incidental one.
+    found.sort(key=lambda d: -(d.preferred.relevance + d.other.relevance))
+    return found

@@ -1,0 +1,115 @@
+"""Prompt-processing and generation speed of the bundled GGUF models behind the embedded llama.cpp server.
+
+    .venv/bin/python bench/bench_llm.py [--models qwen2.5-0.5b qwen2.5-1.5b] [--threads 2]
+
+Speeds come from llama.cpp's own timing lines in the server log (llama_perf_context_print), so HTTP and
+Python overhead are excluded; the wall time of the request is reported beside them. The machine's load
+average is recorded too: on shared cores it moves the numbers a lot.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import re
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from app.llm.assets import default_cache_dir, ensure_model  # noqa: E402
+from app.llm.embedded import EmbeddedLLMServer  # noqa: E402
+
+_PERF = re.compile(
+    r"llama_perf_context_print:\s+(prompt eval|eval) time =\s+([\d.]+) ms /\s+(\d+) (?:tokens|runs)"
+)
+_TEXT = (
+    "The team keeps its design notes, meeting minutes and runbooks in a shared folder. "
+    "Each document has a title, an owner, a date and a short summary. "
+)
+
+
+def _perf(log_text: str) -> dict[str, tuple[float, int]]:
+    """The last prompt-eval and eval timings in the log: {"prompt eval": (ms, n), "eval": (ms, n)}."""
+    out: dict[str, tuple[float, int]] = {}
+    for kind, ms, n in _PERF.findall(log_text):
+        out[kind] = (float(ms), int(n))
+    return out
+
+
+def bench_model(
+    name: str, threads: int, cache: Path, prompt_repeats: int, gen_tokens: int
+) -> dict[str, object]:
+    path = ensure_model(name, cache)  # type: ignore[arg-type]
+    t0 = time.monotonic()
+    with EmbeddedLLMServer(path, n_ctx=2048, n_threads=threads) as srv:
+        load_s = time.monotonic() - t0
+        client = srv.client(timeout=600.0)
+        client.chat_sync([{"role": "user", "content": "Hi"}], max_tokens=2)  # warm-up
+        # A prompt unlike the warm-up so the server's prefix cache cannot skip the work.
+        prompt = f"Run {time.time_ns()}. " + _TEXT * prompt_repeats + "Summarise the folder's purpose."
+        t1 = time.monotonic()
+        res = client.chat_sync([{"role": "user", "content": prompt}], max_tokens=gen_tokens)
+        wall = time.monotonic() - t1
+        assert srv.log_path is not None
+        perf = _perf(srv.log_path.read_text(encoding="utf-8", errors="replace"))
+    pp_ms, pp_n = perf.get("prompt eval", (0.0, 0))
+    tg_ms, tg_n = perf.get("eval", (0.0, 0))
+    return {
+        "model": name,
+        "file": path.name,
+        "threads": threads,
+        "server_start_s": round(load_s, 2),
+        "prompt_tokens": res.usage.prompt_tokens,
+        "completion_tokens": res.usage.completion_tokens,
+        "prompt_tokens_per_s": round(pp_n / (pp_ms / 1000), 2) if pp_ms else None,
+        "generation_tokens_per_s": round(tg_n / (tg_ms / 1000), 2) if tg_ms else None,
+        "request_wall_s": round(wall, 2),
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--models", nargs="+", default=["qwen2.5-0.5b", "qwen2.5-1.5b"])
+    ap.add_argument("--threads", type=int, nargs="+", default=[2])
+    ap.add_argument("--cache", type=Path, default=default_cache_dir())
+    ap.add_argument("--prompt-repeats", type=int, default=6, help="repeats of a ~30-token paragraph")
+    ap.add_argument("--gen-tokens", type=int, default=32)
+    ap.add_argument("--out", type=Path, default=Path(__file__).parent / "results" / "llm.json")
+    args = ap.parse_args(argv)
+
+    load_before = os.getloadavg()
+    rows = []
+    for name in args.models:
+        for threads in args.threads:
+            row = bench_model(name, threads, args.cache, args.prompt_repeats, args.gen_tokens)
+            print(
+                f"{name:14s} threads={threads}  prompt {row['prompt_tokens']:>4} tok @ "
+                f"{row['prompt_tokens_per_s']} tok/s   generation {row['completion_tokens']:>3} tok @ "
+                f"{row['generation_tokens_per_s']} tok/s   (request {row['request_wall_s']} s)",
+                flush=True,
+            )
+            rows.append(row)
+    result = {
+        "machine": {
+            "cpus": os.cpu_count(),
+            "platform": platform.platform(),
+            "processor": platform.processor(),
+            # EmbeddedLLMServer sets PASSIVE unless the environment says otherwise; it matters on busy cores.
+            "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY", "PASSIVE"),
+        },
+        "loadavg_before": [round(x, 2) for x in load_before],
+        "loadavg_after": [round(x, 2) for x in os.getloadavg()],
+        "results": rows,
+    }
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
+    print(f"wrote {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
