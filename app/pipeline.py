@@ -158,7 +158,7 @@ class AnswerPipeline:
             new = await asyncio.to_thread(
                 expand, retriever.collection.store, hits, self.config.context_tokens, self.config.max_passage_tokens
             )
-            passages = _merge(passages, new, self.config.context_tokens)
+            passages = _order_by_date(_merge(passages, new, self.config.context_tokens))
             state.timings["retrieve"] = state.timings.get("retrieve", 0.0) + time.perf_counter() - t
             gate = self._score_gate(req.question, passages)
             verdict: dict[str, Any] = {"answerable": gate, "missing": "", "next_query": ""}
@@ -179,7 +179,7 @@ class AnswerPipeline:
                 break
             query = nxt
         state.trace["rounds"] = rounds
-        state.passages = _order_by_date(passages)
+        state.passages = passages
         state.retrieved = [p.hit for p in state.passages]
         state.cutoff = retriever.collection.store.newest_date(flt)
         if not sufficient and not req.allow_model_knowledge:
@@ -187,9 +187,10 @@ class AnswerPipeline:
         state.disagreements = find_disagreements(req.question, state.passages, self.service.analyzer)
         state.later = _later_than_cutoff(req.question, state.passages)
         notes = self._notes(state, req)
-        prompt = render_prompt(
+        # The sources come first and word for word as the judge saw them: llama.cpp reuses the cached prefix.
+        prompt = render_prompt("sources", sources=_sources_block(state.passages)) + render_prompt(
             "answer", language="Chinese" if state.lang == "zh" else "English", max_sentences=4,
-            notes=notes, sources=_sources_block(state.passages), question=req.question,
+            notes=notes, question=req.question,
         )
         return prompt, state
 
@@ -216,7 +217,9 @@ class AnswerPipeline:
         return best >= self.config.min_lexical_support
 
     async def _judge(self, state: _State, question: str, passages: Sequence[Passage]) -> dict[str, Any]:
-        prompt = render_prompt("sufficiency", sources=_sources_block(passages), question=question)
+        prompt = render_prompt("sources", sources=_sources_block(passages)) + render_prompt(
+            "sufficiency", question=question
+        )
         try:
             r = await self.llm.chat([{"role": "user", "content": prompt}], max_tokens=120,
                                     json_schema=SUFFICIENCY_SCHEMA)

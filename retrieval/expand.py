@@ -58,7 +58,9 @@ def expand(
         c = hit.chunk
         if c.chunk_id in covered or (c.section_id is not None and c.section_id in sections_used):
             continue
-        passage = _section(store, hit, max_passage_tokens) or _neighbors(store, hit, max_passage_tokens, neighbors)
+        passage = _section(store, hit, max_passage_tokens, covered) or _neighbors(
+            store, hit, max_passage_tokens, neighbors, covered
+        )
         if used + passage.token_count > budget_tokens:
             passage = Passage(hit, c.text, (c.chunk_id,), c.token_count, "chunk")
             if used + passage.token_count > budget_tokens:
@@ -71,7 +73,7 @@ def expand(
     return out
 
 
-def _section(store: Store, hit: ScoredChunk, cap: int) -> Passage | None:
+def _section(store: Store, hit: ScoredChunk, cap: int, covered: set[int]) -> Passage | None:
     c = hit.chunk
     if c.section_id is None:
         return None
@@ -80,10 +82,12 @@ def _section(store: Store, hit: ScoredChunk, cap: int) -> Passage | None:
         return None
     text, tokens = sec
     ids = tuple(x.chunk_id for x in store.doc_chunks(c.doc_id, c.level) if x.section_id == c.section_id)
+    if covered.intersection(ids):  # part of it is already shown: don't show it twice
+        return None
     return Passage(hit, text, ids or (c.chunk_id,), tokens, "section")
 
 
-def _neighbors(store: Store, hit: ScoredChunk, cap: int, n: int) -> Passage:
+def _neighbors(store: Store, hit: ScoredChunk, cap: int, n: int, covered: set[int]) -> Passage:
     c = hit.chunk
     doc = store.doc_chunks(c.doc_id, c.level)
     pos = next((i for i, x in enumerate(doc) if x.chunk_id == c.chunk_id), None)
@@ -94,7 +98,8 @@ def _neighbors(store: Store, hit: ScoredChunk, cap: int, n: int) -> Passage:
     # Grow outwards, nearest first, staying in the section and within the cap.
     for step in range(1, n + 1):
         for j in (pos - step, pos + step):
-            if 0 <= j < len(doc) and doc[j].section_id == c.section_id and tokens + doc[j].token_count <= cap:
+            if (0 <= j < len(doc) and doc[j].section_id == c.section_id and doc[j].chunk_id not in covered
+                    and tokens + doc[j].token_count <= cap):
                 window.append(doc[j])
                 tokens += doc[j].token_count
     window.sort(key=lambda x: x.position)
