@@ -64,8 +64,8 @@ class AskRequest:
 
 @dataclass(frozen=True)
 class PipelineConfig:
-    context_tokens: int = 1800  # evidence budget in the answer prompt
-    max_passage_tokens: int = 400
+    context_tokens: int = 1200  # evidence budget in the answer prompt: prompt processing dominates latency
+    max_passage_tokens: int = 320
     answer_max_tokens: int = 300
     judge: bool = True  # LLM sufficiency judgement (the score gate always runs)
     min_lexical_support: float = 0.34  # score gate: share of question words found in the best passage
@@ -365,9 +365,27 @@ def _sources_block(passages: Sequence[Passage]) -> str:
         head = f"[{i}] {c.title}" + (f" (effective {c.effective_date})" if c.effective_date else "")
         if c.authority is not None:
             head += f" (authority {c.authority:g})"
-        body = p.text.replace("<<<", "< < <").replace(">>>", "> > >")
+        body = _rows_as_records(p.text).replace("<<<", "< < <").replace(">>>", "> > >")
         blocks.append(f"{head}\n<<<\n{body}\n>>>")
     return "\n\n".join(blocks)
+
+
+def _rows_as_records(text: str) -> str:
+    """Markdown tables as one "Header: value; ..." line per row: a small model misreads columns of pipes."""
+    out: list[str] = []
+    header: list[str] | None = None
+    for line in text.splitlines():
+        cells = [c.strip() for c in line.strip().strip("|").split("|")] if line.lstrip().startswith("|") else None
+        if cells is None:
+            header = None
+            out.append(line)
+        elif all(re.fullmatch(r":?-{2,}:?", c) for c in cells if c):
+            continue
+        elif header is None:
+            header = cells
+        else:
+            out.append("; ".join(f"{h}: {v}" if h else v for h, v in zip(header, cells, strict=False) if v))
+    return "\n".join(out)
 
 
 def _marker_of(state: _State, passage_index: int) -> int:

@@ -15,7 +15,7 @@ def split_sentences(text: str) -> list[str]:
 
 
 _ZH_DIGIT = {"零": 0, "一": 1, "二": 2, "两": 2, "三": 3, "四": 4, "五": 5, "六": 6, "七": 7, "八": 8, "九": 9}
-_ZH_NUM = re.compile(r"([零一二两三四五六七八九十]{1,3})(?=[年个月天日周小时次度%％])")
+_ZH_NUM = re.compile(r"([零一二两三四五六七八九十]{1,3})(?=[年个月天日周小时度%％])")
 
 
 def _zh_value(s: str) -> int:
