@@ -8,17 +8,20 @@ COLLECTION ?= default
 export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 
-.PHONY: install run ingest-sample serve test test-fast lint corpus bench clean
+.PHONY: install models run ingest-sample serve test test-fast lint corpus bench clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
 	$(BIN)/pip install -q -U pip wheel setuptools
 	# torch first, pinned: the CPU build on local disk. A bare `torch` would pull GBs of CUDA wheels.
 	$(BIN)/pip install -q torch==2.13.0
-	$(BIN)/pip install -q -e '.[dev,eval]'
+	$(BIN)/pip install -q -e '.[dev,eval,llm]'
 	touch $(STAMP)
 
 install: $(STAMP)
+
+models: $(STAMP)
+	RAGQA_DATA_DIR=$(DATA) $(BIN)/ragqa models prepare
 
 ingest-sample: $(STAMP)
 	RAGQA_DATA_DIR=$(DATA) $(BIN)/ragqa ingest examples/corpus --collection $(COLLECTION)
@@ -26,7 +29,7 @@ ingest-sample: $(STAMP)
 serve: $(STAMP)
 	RAGQA_DATA_DIR=$(DATA) RAGQA_COLLECTION=$(COLLECTION) $(BIN)/ragqa serve
 
-run: ingest-sample serve
+run: models ingest-sample serve
 
 test: $(STAMP)
 	$(BIN)/pytest -q -m "not vllm and not gpu" --timeout=900

@@ -92,9 +92,9 @@ def cmd_ask(args: argparse.Namespace, s: Settings) -> int:
 
 
 def cmd_models(args: argparse.Namespace, s: Settings) -> int:
-    from app.llm.assets import prepare_models
+    from app.llm.assets import default_cache_dir, prepare_models
 
-    cache = s.llm_cache_dir or s.data_dir / "models"
+    cache = s.llm_cache_dir or default_cache_dir()
     for name, path in prepare_models(cache, names=[s.llm_embedded_model]).items():
         print(f"{name}: {path} (sha256 verified)")
     return 0

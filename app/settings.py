@@ -38,7 +38,7 @@ class Settings(BaseSettings):
     llm_embedded_model: Literal["qwen2.5-1.5b", "qwen2.5-0.5b"] = Field(
         "qwen2.5-1.5b", description="bundled GGUF model the embedded llama.cpp server runs"
     )
-    llm_cache_dir: Path | None = Field(None, description="where bundled GGUF files are assembled (default: data_dir/models)")
+    llm_cache_dir: Path | None = Field(None, description="where bundled GGUF files are assembled (default: $RAGQA_MODEL_CACHE or ~/.cache/ragqa/models)")
     llm_timeout_s: float = Field(120.0, gt=0, description="per LLM request")
     llm_max_concurrency: int = Field(2, ge=1, le=256, description="LLM requests in flight at once")
     llm_max_queue: int = Field(16, ge=0, le=10_000, description="/ask requests allowed to wait; more get 429")

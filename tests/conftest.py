@@ -29,3 +29,18 @@ def chunking():  # type: ignore[no-untyped-def]
     from ingest.chunking import ChunkingSettings
 
     return ChunkingSettings(levels=(64, 256), overlap=0.15)
+
+
+@pytest.fixture(scope="session")
+def sample_data_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The bundled sample corpus ingested once per session with the default settings, as `make run` does."""
+    import subprocess
+    import sys
+
+    data = tmp_path_factory.mktemp("sample") / "data"
+    env = dict(os.environ, RAGQA_DATA_DIR=str(data), PYTHONPATH=str(REPO))
+    subprocess.run(
+        [sys.executable, "-m", "app.cli", "ingest", str(REPO / "examples" / "corpus"), "--collection", "default"],
+        env=env, check=True, capture_output=True, timeout=1800,
+    )
+    return data

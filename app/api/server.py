@@ -27,10 +27,10 @@ def build_llm(settings: Settings) -> tuple[LLMClient, object | None]:
         key = settings.llm_api_key.get_secret_value() if settings.llm_api_key else None
         return LLMClient(settings.llm_base_url, settings.llm_model, api_key=key, timeout=settings.llm_timeout_s,
                          max_concurrency=settings.llm_max_concurrency), None
-    from app.llm.assets import ensure_model
+    from app.llm.assets import default_cache_dir, ensure_model
     from app.llm.embedded import EmbeddedLLMServer
 
-    path = ensure_model(settings.llm_embedded_model, settings.llm_cache_dir or settings.data_dir / "models")
+    path = ensure_model(settings.llm_embedded_model, settings.llm_cache_dir or default_cache_dir())
     server = EmbeddedLLMServer(path, model_alias=settings.llm_model).start()
     return server.client(timeout=settings.llm_timeout_s, max_concurrency=settings.llm_max_concurrency), server
 
