@@ -25,6 +25,7 @@ from app.service import SearchService
 from retrieval import transforms
 from retrieval.expand import Passage, expand
 from retrieval.fusion import rrf
+from retrieval.rerank import Reranker, rerank_or_keep
 from retrieval.search import HybridRetriever, SearchParams
 from retrieval.store import SearchFilter
 from retrieval.types import Answer, Citation, Conflict, ScoredChunk
@@ -72,10 +73,14 @@ class PipelineConfig:
 
 
 class AnswerPipeline:
-    def __init__(self, service: SearchService, llm: LLMClient, config: PipelineConfig = PipelineConfig()) -> None:
+    def __init__(
+        self, service: SearchService, llm: LLMClient, config: PipelineConfig = PipelineConfig(),
+        reranker: Reranker | None = None,
+    ) -> None:
         self.service = service
         self.llm = llm
         self.config = config
+        self.reranker = reranker
         self.scorer = SupportScorer(service.analyzer)
 
     # ---- public ----------------------------------------------------------------------------------------------------
@@ -154,7 +159,7 @@ class AnswerPipeline:
             hyde_text = await self._llm_step(state, transforms.hyde(self._complete, query), default="") if req.hyde else ""
             state.timings["transforms"] = state.timings.get("transforms", 0.0) + time.perf_counter() - t
             t = time.perf_counter()
-            hits = await asyncio.to_thread(self._retrieve, retriever, queries, hyde_text, flt, req.top_k)
+            hits = await asyncio.to_thread(self._retrieve, retriever, queries, hyde_text, flt, req.top_k, state)
             new = await asyncio.to_thread(
                 expand, retriever.collection.store, hits, self.config.context_tokens, self.config.max_passage_tokens
             )
@@ -195,6 +200,21 @@ class AnswerPipeline:
         return prompt, state
 
     def _retrieve(
+        self, retriever: HybridRetriever, queries: Sequence[str], hyde_text: str, flt: SearchFilter, top_k: int,
+        state: _State,
+    ) -> list[ScoredChunk]:
+        hits = self._fused(retriever, queries, hyde_text, flt, top_k * 4 if self.reranker else top_k)
+        if self.reranker is None:
+            return hits
+        t = time.perf_counter()
+        out, info = rerank_or_keep(self.reranker, queries[0], hits, top_k)
+        state.timings["rerank"] = state.timings.get("rerank", 0.0) + time.perf_counter() - t
+        state.trace.setdefault("rerank", []).append(
+            {"reranker": info.reranker, "candidates": info.candidates, "fallback": info.fallback, "error": info.error}
+        )
+        return out
+
+    def _fused(
         self, retriever: HybridRetriever, queries: Sequence[str], hyde_text: str, flt: SearchFilter, top_k: int
     ) -> list[ScoredChunk]:
         params = SearchParams(filter=flt)

@@ -42,6 +42,10 @@ class Settings(BaseSettings):
     llm_timeout_s: float = Field(120.0, gt=0, description="per LLM request")
     llm_max_concurrency: int = Field(2, ge=1, le=256, description="LLM requests in flight at once")
     llm_max_queue: int = Field(16, ge=0, le=10_000, description="/ask requests allowed to wait; more get 429")
+    rerank_url: str | None = Field(None, description="a /v1/rerank endpoint (vLLM serving a cross-encoder)")
+    rerank_model: str = Field("reranker", description="model name sent to the re-rank endpoint")
+    rerank_path: Path | None = Field(None, description="a local sentence-transformers CrossEncoder folder")
+    rerank_with_llm: bool = Field(False, description="re-rank with the answering LLM's yes/no probabilities")
     max_body_kb: int = Field(1024, ge=1, description="JSON request bodies above this get 413")
 
     @field_validator("chunk_levels")

@@ -17,6 +17,7 @@ from app.llm.client import LLMClient
 from app.pipeline import AnswerPipeline
 from app.service import SearchService
 from app.settings import Settings
+from retrieval.rerank import Reranker
 
 log = logging.getLogger("ragqa")
 
@@ -35,6 +36,19 @@ def build_llm(settings: Settings) -> tuple[LLMClient, object | None]:
     return server.client(timeout=settings.llm_timeout_s, max_concurrency=settings.llm_max_concurrency), server
 
 
+def build_reranker(settings: Settings, llm: LLMClient) -> Reranker | None:
+    from retrieval.rerank import CrossEncoderReranker, LLMReranker, RemoteReranker
+
+    if settings.rerank_url:
+        return RemoteReranker(settings.rerank_url, settings.rerank_model)
+    if settings.rerank_path:
+        return CrossEncoderReranker(settings.rerank_path).load()
+    if settings.rerank_with_llm:
+        key = settings.llm_api_key.get_secret_value() if settings.llm_api_key else None
+        return LLMReranker(llm.base_url, llm.model, api_key=key)
+    return None
+
+
 def create_app(settings: Settings, llm: LLMClient | None = None) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -45,7 +59,8 @@ def create_app(settings: Settings, llm: LLMClient | None = None) -> FastAPI:
         if client is None:
             client, embedded = await run_in_threadpool(build_llm, settings)
         app.state.llm = client
-        app.state.pipeline = AnswerPipeline(svc, client)
+        reranker = await run_in_threadpool(build_reranker, settings, client)
+        app.state.pipeline = AnswerPipeline(svc, client, reranker=reranker)
         app.state.admission = Admission(settings.llm_max_concurrency, settings.llm_max_queue)
         await run_in_threadpool(svc.warm_up, settings.collection)
         try:
