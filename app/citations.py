@@ -125,4 +125,8 @@ def render_with_markers(report: CitationReport) -> str:
                 text, tail = text[:-1], text[-1]
             text = text + "".join(f" [{m}]" for m in s.cited) + tail
         out.append(text)
-    return " ".join(out)
+    joined = ""
+    for piece in out:  # Chinese sentences follow each other without a space; Latin ones with one
+        cjk = joined and ("\u3000" <= joined[-1] <= "\u9fff" or "\uff00" <= joined[-1] <= "\uffef")
+        joined += piece if not joined or cjk else " " + piece
+    return joined

@@ -26,6 +26,10 @@ def _chunking(s: Settings):  # type: ignore[no-untyped-def]
 def cmd_ingest(args: argparse.Namespace, s: Settings) -> int:
     from ingest import cli
 
+    if args.async_:
+        from app.ops_cli import enqueue_ingest
+
+        return enqueue_ingest(args, s)
     return cli.run(
         args, data_dir=s.data_dir, collection=s.collection, embedder_spec=s.embedder, chunking=_chunking(s),
         max_bytes=s.max_file_mb * 2**20, workers=s.ingest_workers, near_dup_threshold=s.near_dup_threshold,
@@ -46,7 +50,11 @@ def cmd_serve(args: argparse.Namespace, s: Settings) -> int:
         "-d '{\"query\": \"What does fault code E4 mean?\"}'",
         file=sys.stderr,
     )
-    uvicorn.run(create_app(s), host=host, port=port, log_level="info")
+    from app.logs import configure_logging
+
+    configure_logging(s.log_format, s.log_level)
+    # log_config=None: uvicorn keeps the handlers configure_logging installed (JSON lines, with request ids).
+    uvicorn.run(create_app(s), host=host, port=port, log_config=None, access_log=False)
     return 0
 
 
@@ -178,6 +186,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     pc = sub.add_parser("collections", help="list collections")
     pc.set_defaults(func=cmd_collections)
+
+    from app import ops_cli
+
+    ops_cli.add_parsers(sub)
 
     pcfg = sub.add_parser("config", help="configuration")
     csub = pcfg.add_subparsers(dest="config_cmd", required=True)

@@ -281,12 +281,13 @@ class AnswerPipeline:
         chunks = {c.chunk_id: c for c in self.service.chunks_for(req.collection, state.passages)}
         report = check_citations(text, state.passages, chunks, self.scorer)
         body = render_with_markers(report) if state.lang == "en" else render_with_markers(report).replace(" [", "[")
+        sep = "" if state.lang == "zh" else " "
         extra, conflicts = self._conflict_notes(state, report.citations, chunks)
         cites = list(report.citations) + [c for c in extra if c.marker not in {x.marker for x in report.citations}]
         if state.later:
-            body += " " + _cutoff_sentence(state.lang, state.later)
+            body += sep + _cutoff_sentence(state.lang, state.later)
         if conflicts:
-            body += " " + " ".join(_conflict_sentence(state.lang, c) for c in conflicts)
+            body += sep + sep.join(_conflict_sentence(state.lang, c) for c in conflicts)
         status = "answered" if report.coverage >= 0.5 and cites else "partial"
         if req.allow_model_knowledge and not cites:
             status = "partial"

@@ -48,6 +48,19 @@ class Settings(BaseSettings):
     rerank_with_llm: bool = Field(False, description="re-rank with the answering LLM's yes/no probabilities")
     max_body_kb: int = Field(1024, ge=1, description="JSON request bodies above this get 413")
 
+    # Ingest jobs (ingest/jobs.py, ingest/worker.py).
+    embedded_worker: bool = Field(True, description="`ragqa serve` also runs one ingest worker (a subprocess)")
+    max_upload_mb: int = Field(200, ge=1, description="upload request bodies above this get 413 (and each file "
+                                                      "above max_file_mb)")
+    job_lease_s: float = Field(60.0, ge=1.0, le=3600.0, description="a job whose worker stops renewing its "
+                                                                     "lease this long is run again")
+    job_poll_s: float = Field(0.5, gt=0.0, le=60.0, description="how often an idle worker looks for jobs")
+    job_max_attempts: int = Field(3, ge=1, le=100, description="a job whose worker died this many times fails")
+
+    # Operations.
+    log_format: Literal["json", "text"] = Field("json", description="json: one JSON object per line")
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+
     @field_validator("chunk_levels")
     @classmethod
     def _levels(cls, v: tuple[int, ...]) -> tuple[int, ...]:

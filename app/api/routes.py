@@ -2,17 +2,21 @@
 
 from __future__ import annotations
 
+import logging
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Request
+from fastapi import APIRouter, Depends, File, Form, Request, Response, UploadFile
 from fastapi.concurrency import run_in_threadpool
+from fastapi.responses import JSONResponse
 
 from app.api.auth import require_key
-from app.errors import Unavailable
+from app.errors import BadRequest, NotFound, Unavailable
 from app.api.schemas import ChunkOut, CollectionOut, DocumentOut, ErrorOut, SearchIn, SearchOut
 from app.service import SearchService, make_filter
+from retrieval.collection import check_name
 from retrieval.search import SearchParams
 
+log = logging.getLogger("ragqa.api")
 router = APIRouter()
 ERRORS = {400: {"model": ErrorOut}, 401: {"model": ErrorOut}, 404: {"model": ErrorOut}}
 
@@ -110,3 +114,75 @@ async def documents(name: str, svc: Svc) -> list[DocumentOut]:
 async def delete_document(name: str, doc_id: str, svc: Svc) -> dict[str, object]:
     n = await run_in_threadpool(svc.delete_document, name, doc_id)
     return {"deleted": doc_id, "chunks": n}
+
+
+# ---- ingest jobs: uploads, job status ------------------------------------------------------------------------------
+
+
+@router.post(
+    "/collections/{name}/documents", status_code=202, dependencies=[Depends(writer)],
+    responses={**ERRORS, 411: {"model": ErrorOut}, 413: {"model": ErrorOut}, 415: {"model": ErrorOut}},
+)
+async def upload_documents(
+    name: str, request: Request, files: Annotated[list[UploadFile], File(description="one or more files")],
+    date: Annotated[str | None, Form(description="effective date for these files (YYYY[-MM[-DD]])")] = None,
+    authority: Annotated[float | None, Form(description="authority of these sources")] = None,
+) -> JSONResponse:
+    """Store the files under the collection's upload folder and queue an ingest job: 202 with the job id."""
+    from app.uploads import check_extension, save_upload, supported_extensions
+
+    try:
+        check_name(name)
+    except ValueError as e:
+        raise BadRequest(str(e)) from e
+    if date is not None:
+        from ingest.dates import parse_user_date
+
+        try:
+            date = parse_user_date(date)
+        except ValueError as e:
+            raise BadRequest(str(e)) from e
+    s = request.app.state.settings
+    supported = supported_extensions()
+    for f in files:  # check every file before storing any
+        check_extension(f.filename or "", supported)
+    folder = s.data_dir / "uploads" / name
+    saved = [
+        await run_in_threadpool(save_upload, f.file, folder, f.filename or "upload", s.max_file_mb * 2**20)
+        for f in files
+    ]
+    options = {k: v for k, v in {"date": date, "authority": authority}.items() if v is not None}
+    job_id = await run_in_threadpool(request.app.state.jobs.enqueue, name, [str(p) for p in saved], options)
+    log.info("queued job %d: %d file(s) for %s", job_id, len(saved), name, extra={"job_id": job_id})
+    return JSONResponse(
+        {"job_id": job_id, "status": "queued", "collection": name, "files": [p.name for p in saved],
+         "status_url": f"/jobs/{job_id}"},
+        status_code=202, headers={"Location": f"/jobs/{job_id}"},
+    )
+
+
+@router.get("/jobs", dependencies=[Depends(reader)])
+async def jobs(request: Request, status: str | None = None, limit: int = 50) -> list[dict[str, object]]:
+    from ingest.jobs import STATUSES
+
+    if status is not None and status not in STATUSES:
+        raise BadRequest(f"status must be one of {list(STATUSES)}, got {status!r}")
+    rows = await run_in_threadpool(request.app.state.jobs.list, status, max(1, min(limit, 500)))
+    return [j.to_json() for j in rows]
+
+
+@router.get("/jobs/{job_id}", responses=ERRORS, dependencies=[Depends(reader)])
+async def job(job_id: int, request: Request) -> dict[str, object]:
+    q = request.app.state.jobs
+    j = await run_in_threadpool(q.get, job_id)
+    if j is None:
+        raise NotFound(f"job {job_id} not found")
+    out = j.to_json()
+    out["attempt_log"] = [a.__dict__ for a in await run_in_threadpool(q.attempts, job_id)]
+    return out
+
+
+@router.get("/metrics", dependencies=[Depends(reader)])
+async def metrics(request: Request) -> Response:
+    body, ctype = await run_in_threadpool(request.app.state.metrics.exposition)
+    return Response(body, media_type=ctype)
