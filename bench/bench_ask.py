@@ -1,0 +1,128 @@
+"""Latency of POST /ask on the sample corpus with the embedded model: per stage, sequential and concurrent.
+
+Starts `ragqa serve` (which starts llama.cpp with the bundled model) over a collection of examples/corpus, asks the
+answerable questions of examples/questions.jsonl, and reports p50/p95 per stage from each answer's trace, the LLM's
+tokens/s, and the share of time spent outside the LLM.
+
+    .venv/bin/python bench/bench_ask.py [--data DIR] [--concurrency 1 4 16] [--questions 8]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import socket
+import statistics
+import subprocess
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+REPO = Path(__file__).resolve().parents[1]
+LLM_STAGES = ("judge", "generate", "rewrite", "transforms")
+
+
+def _pct(xs: list[float], q: float) -> float:
+    if not xs:
+        return float("nan")
+    xs = sorted(xs)
+    return xs[min(len(xs) - 1, int(round(q * (len(xs) - 1))))]
+
+
+def _serve(data: Path, log: Path) -> tuple[subprocess.Popen[bytes], str]:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    env = dict(os.environ, RAGQA_DATA_DIR=str(data), PYTHONPATH=str(REPO), RAGQA_LLM_TIMEOUT_S="1800",
+               RAGQA_LLM_MAX_QUEUE="64")
+    proc = subprocess.Popen([sys.executable, "-m", "app.cli", "serve", "--port", str(port)], env=env,
+                            stdout=open(log, "wb"), stderr=subprocess.STDOUT)  # noqa: SIM115
+    base = f"http://127.0.0.1:{port}"
+    for _ in range(900):
+        if proc.poll() is not None:
+            sys.exit(f"server died:\n{log.read_text()[-3000:]}")
+        try:
+            if httpx.get(f"{base}/readyz", timeout=5).status_code == 200:
+                return proc, base
+        except httpx.HTTPError:
+            pass
+        time.sleep(1)
+    proc.kill()
+    sys.exit("server not ready in 900 s")
+
+
+def _ask(base: str, q: str) -> dict[str, Any]:
+    t = time.perf_counter()
+    r = httpx.post(f"{base}/ask", json={"question": q}, timeout=3600)
+    wall = time.perf_counter() - t
+    body = r.json() if r.status_code == 200 else {"trace": {}, "usage": {}}
+    return {"status": r.status_code, "wall": wall, "trace": body.get("trace", {}), "usage": body.get("usage", {})}
+
+
+def run(base: str, questions: list[str], concurrency: int) -> dict[str, Any]:
+    t = time.perf_counter()
+    with ThreadPoolExecutor(max_workers=concurrency) as pool:
+        results = list(pool.map(lambda q: _ask(base, q), questions))
+    elapsed = time.perf_counter() - t
+    ok = [r for r in results if r["status"] == 200]
+    stages: dict[str, list[float]] = {}
+    for r in ok:
+        for k, v in r["trace"].get("timings_ms", {}).items():
+            stages.setdefault(k, []).append(v / 1000)
+    llm = [sum(r["trace"].get("timings_ms", {}).get(s, 0) for s in LLM_STAGES) / 1000 for r in ok]
+    totals = [r["trace"].get("timings_ms", {}).get("total", 0) / 1000 for r in ok]
+    gen_tokens = sum(r["usage"].get("completion_tokens", 0) for r in ok)
+    gen_time = sum(stages.get("generate", [])) + sum(stages.get("judge", []))
+    return {
+        "concurrency": concurrency, "requests": len(results), "ok": len(ok),
+        "codes": sorted({r["status"] for r in results}), "elapsed_s": round(elapsed, 1),
+        "wall_p50_s": round(_pct([r["wall"] for r in ok], 0.5), 2), "wall_p95_s": round(_pct([r["wall"] for r in ok], 0.95), 2),
+        "stages": {k: {"p50_ms": round(_pct(v, 0.5) * 1000, 1), "p95_ms": round(_pct(v, 0.95) * 1000, 1)}
+                   for k, v in sorted(stages.items())},
+        "outside_llm_share": round(1 - sum(llm) / sum(totals), 4) if sum(totals) else None,
+        "completion_tokens_per_s_incl_prompt": round(gen_tokens / gen_time, 2) if gen_time else None,
+    }
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--data", type=Path, default=Path("/tmp/ragqa-bench-ask"))
+    ap.add_argument("--concurrency", type=int, nargs="+", default=[1, 4, 16])
+    ap.add_argument("--questions", type=int, default=8)
+    args = ap.parse_args()
+    if not (args.data / "collections" / "default").exists():
+        subprocess.run([sys.executable, "-m", "app.cli", "ingest", str(REPO / "examples" / "corpus")],
+                       env=dict(os.environ, RAGQA_DATA_DIR=str(args.data), PYTHONPATH=str(REPO)), check=True)
+    qs = [json.loads(x) for x in (REPO / "examples" / "questions.jsonl").read_text().splitlines() if x.strip()]
+    questions = [q["question"] for q in qs if not q["unanswerable"] and not q.get("as_of")][: args.questions]
+    proc, base = _serve(args.data, args.data / "serve.log")
+    try:
+        _ask(base, questions[0])  # warm-up: model load, first prompt
+        out = {"cpus": os.cpu_count(), "load_avg_start": os.getloadavg(), "runs": []}
+        for c in args.concurrency:
+            qset = (questions * ((c + len(questions) - 1) // len(questions)))[: max(c, len(questions))]
+            out["runs"].append(run(base, qset, c))
+        out["load_avg_end"] = os.getloadavg()
+    finally:
+        proc.terminate()
+        proc.wait(timeout=60)
+    print("| concurrency | ok/requests | wall p50 s | wall p95 s | retrieve p50 ms | judge p50 ms | generate p50 ms "
+          "| outside LLM |")
+    print("|---|---|---|---|---|---|---|---|")
+    for r in out["runs"]:
+        st = r["stages"]
+        print(f"| {r['concurrency']} | {r['ok']}/{r['requests']} | {r['wall_p50_s']} | {r['wall_p95_s']} | "
+              f"{st.get('retrieve', {}).get('p50_ms')} | {st.get('judge', {}).get('p50_ms')} | "
+              f"{st.get('generate', {}).get('p50_ms')} | {r['outside_llm_share']:.1%} |")
+    dest = REPO / "bench" / "results" / "ask.json"
+    dest.write_text(json.dumps(out, indent=2))
+    print(f"wrote {dest}")
+
+
+if __name__ == "__main__":
+    main()
