@@ -7,7 +7,6 @@ disagreements between them, the knowledge cut-off, and checking every citation. 
 from __future__ import annotations
 
 import asyncio
-import datetime as dt
 import re
 import time
 from collections.abc import AsyncIterator, Sequence
@@ -36,7 +35,6 @@ _REFUSAL = re.compile(
     re.IGNORECASE,
 )
 _YEAR = re.compile(r"(?<!\d)(19\d\d|20\d\d)(?!\d)")
-_LATEST = re.compile(r"\b(current|currently|latest|now|today|newest|most recent)\b|目前|现在|最新|当前|现行", re.I)
 SUFFICIENCY_SCHEMA = {
     "type": "object",
     "properties": {
@@ -131,6 +129,7 @@ class AnswerPipeline:
         return r.text
 
     async def _prepare(self, req: AskRequest) -> Answer | tuple[str, _State]:
+        check_request(req)
         t_start = time.perf_counter()
         lang = language_of(req.question)
         state = _State(lang=lang, t_start=t_start)
@@ -442,10 +441,6 @@ def _conflict_sentence(lang: str, c: Conflict) -> str:
                 f"（{b.effective_date or '无日期'}）说法不同，本回答以 [{a.marker}] 为准（{c.reason}）。")
     return (f"Note: the sources disagree: [{a.marker}] ({a.effective_date or 'undated'}) and [{b.marker}] "
             f"({b.effective_date or 'undated'}) differ; this answer follows [{a.marker}], which is {c.reason}.")
-
-
-def today() -> str:
-    return dt.date.today().isoformat()
 
 
 def check_request(req: AskRequest) -> None:
