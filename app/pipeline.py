@@ -68,6 +68,7 @@ class PipelineConfig:
     answer_max_tokens: int = 300
     judge: bool = True  # LLM sufficiency judgement (the score gate always runs)
     min_lexical_support: float = 0.34  # score gate: share of question words found in the best passage
+    bridge_below: float = 0.75  # one more retrieval when no source sentence holds this share of the question's words
 
 
 class AnswerPipeline:
@@ -177,6 +178,19 @@ class AnswerPipeline:
             })
             if verdict.get("answerable"):
                 sufficient = True
+                bridge = self._bridge_query(req.question, passages) if n < req.max_rounds else None
+                if bridge is None:
+                    break
+                # A multi-hop question that one round seemed to answer: look once more, from the bridge sentence.
+                t = time.perf_counter()
+                hits = await asyncio.to_thread(self._retrieve, retriever, [bridge], "", flt, req.top_k, state)
+                new = await asyncio.to_thread(
+                    expand, retriever.collection.store, hits, self.config.context_tokens, self.config.max_passage_tokens
+                )
+                passages = _order_by_date(_merge(passages, new, self.config.context_tokens))
+                state.timings["retrieve"] += time.perf_counter() - t
+                rounds.append({"round": n + 1, "queries": [bridge], "hits": [h.chunk.chunk_id for h in hits],
+                               "bridge": True})
                 break
             nxt = str(verdict.get("next_query") or verdict.get("missing") or "").strip()
             if not nxt or nxt in {r["queries"][0] for r in rounds}:
@@ -232,8 +246,28 @@ class AnswerPipeline:
         """Cheap evidence check before any LLM judgement: enough of the question's words in one passage."""
         if not passages:
             return False
+        # A year in the question is a time qualifier, not a term to find: "the warranty in 2025" must still reach the
+        # sources (and the cut-off note) when the newest policy is dated 2024.
+        question = _YEAR.sub(" ", question)
         best = max(self.scorer.best_span(question, p.text)[0] for p in passages)
         return best >= self.config.min_lexical_support
+
+    def _bridge_query(self, question: str, passages: Sequence[Passage]) -> str | None:
+        """A follow-up query for a question no single source sentence covers, else None.
+
+        In a two-hop question ("the charging pressure of the refrigerant the KFR-35GW uses") the sentence that matches
+        best names the bridge entity (R32) but not the asked fact; searching with the question plus that sentence
+        finds the second document. A sentence that covers the question well needs no second look.
+        """
+        question = _YEAR.sub(" ", question)
+        best, span = 0.0, ""
+        for p in passages:
+            score, s = self.scorer.best_span(question, _rows_as_records(p.text))
+            if score > best:
+                best, span = score, s
+        if not span or best >= self.config.bridge_below:
+            return None
+        return f"{question} {span}"
 
     async def _judge(self, state: _State, question: str, passages: Sequence[Passage]) -> dict[str, Any]:
         prompt = render_prompt("sources", sources=_sources_block(passages)) + render_prompt(

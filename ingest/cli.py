@@ -23,6 +23,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--workers", type=int, help="parser processes")
     p.add_argument("--no-ocr", action="store_true", help="skip OCR of images and scanned pages")
     p.add_argument("--json", action="store_true", help="print the report as JSON")
+    p.add_argument("--async", dest="async_", action="store_true",
+                   help="queue an ingest job for `ragqa worker` (or the server's worker) and print its id")
 
 
 def open_collection(

@@ -17,7 +17,9 @@ from fastapi.responses import JSONResponse
 
 from app.admission import Admission
 from app.api import ask, errors
+from app.api.auth import KeyRing, require_key
 from app.api.routes import router
+from app.errors import Forbidden, Unauthorized
 from app.llm.client import LLMClient
 from app.logs import new_request_id, request_id
 from app.metrics import MeteredPipeline, Metrics
@@ -71,6 +73,7 @@ def create_app(settings: Settings, llm: LLMClient | None = None) -> FastAPI:
         reranker = await run_in_threadpool(build_reranker, settings, client)
         app.state.pipeline = MeteredPipeline(AnswerPipeline(svc, client, reranker=reranker), app.state.metrics)
         app.state.admission = Admission(settings.llm_max_concurrency, settings.llm_max_queue)
+        await run_in_threadpool(app.state.jobs.open)
         worker = start_embedded_worker(settings) if settings.embedded_worker else None
         await run_in_threadpool(svc.warm_up, settings.collection)
         try:
@@ -83,10 +86,10 @@ def create_app(settings: Settings, llm: LLMClient | None = None) -> FastAPI:
                 await run_in_threadpool(stop_embedded_worker, worker)
 
     app = FastAPI(title="ragqa", version="0.1.0", lifespan=lifespan)
-    app.state.api_keys = {k: v.get_secret_value() for k, v in settings.api_keys.items()}
+    app.state.api_keys = KeyRing(settings.api_keys)
     app.state.default_collection = settings.collection
     app.state.settings = settings
-    app.state.jobs = JobQueue.for_data_dir(settings.data_dir, settings.job_max_attempts).open()
+    app.state.jobs = JobQueue.for_data_dir(settings.data_dir, settings.job_max_attempts)  # opened in the lifespan
     app.state.metrics = Metrics(settings.data_dir, app.state.jobs)
     limit = settings.max_body_kb * 1024
     upload_limit = settings.max_upload_mb * 2**20
@@ -98,9 +101,17 @@ def create_app(settings: Settings, llm: LLMClient | None = None) -> FastAPI:
         if upload and size is None:
             # Multipart bodies are spooled to disk before the route runs: refuse one of unknown size up front.
             return JSONResponse({"detail": "uploads need a Content-Length header"}, status_code=411)
-        cap, what = (upload_limit, f"{settings.max_upload_mb} MiB") if upload else (limit, f"{settings.max_body_kb} KiB")
+        cap, what = (
+            (upload_limit, f"{settings.max_upload_mb} MiB") if upload else (limit, f"{settings.max_body_kb} KiB")
+        )
         if size is not None and (not size.isdigit() or int(size) > cap):
             return JSONResponse({"detail": f"request body over the {what} limit"}, status_code=413)
+        if upload:
+            # The key is checked here as well as in the route, which runs only after the body has been spooled.
+            try:
+                require_key(request, write=True).check(request.url.path.split("/")[-2], write=True)
+            except (Unauthorized, Forbidden) as e:
+                return JSONResponse({"detail": str(e)}, status_code=401 if isinstance(e, Unauthorized) else 403)
         return await call_next(request)
 
     @app.middleware("http")

@@ -1,0 +1,196 @@
+"""`ragqa worker`: claim ingest jobs from the queue and run the real Ingestor on them, one job at a time.
+
+Each file is committed in its own transaction (batch_chunks=1), so a stop request (SIGTERM) lets the file in
+progress finish and commit, then gives the job back to the queue; the next worker skips what is already
+committed. A worker that is killed outright simply stops extending its lease (see ingest/jobs.py). Parsing
+happens in this process: run more workers for parallelism across jobs; one collection is written by one of
+them at a time (its write lock).
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from contextlib import ExitStack
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from ingest.chunking import ChunkingSettings
+from ingest.jobs import Claim, JobQueue, LeaseLost, worker_name
+from ingest.pipeline import FileResult, IngestOptions, Ingestor
+from retrieval.collection import Collection, CollectionLocked
+from retrieval.embedders import Embedder, get_embedder
+
+log = logging.getLogger("ragqa.worker")
+
+
+@dataclass(frozen=True)
+class WorkerConfig:
+    data_dir: Path
+    embedder_spec: str  # for collections a job creates; an existing collection keeps its own
+    chunking: ChunkingSettings
+    max_bytes: int = 100 * 2**20
+    near_dup_threshold: float = 0.85
+    lease_s: float = 60.0
+    poll_s: float = 0.5
+
+    def __post_init__(self) -> None:
+        if self.lease_s < 1.0:
+            raise ValueError(f"lease_s must be >= 1 s (heartbeats go every lease_s/3), got {self.lease_s}")
+        if self.poll_s <= 0:
+            raise ValueError(f"poll_s must be > 0, got {self.poll_s}")
+
+
+class _Stop(Exception):
+    """Raised from the progress callback, right after a file was committed, when a stop was requested."""
+
+
+class Worker:
+    def __init__(self, queue: JobQueue, config: WorkerConfig, name: str | None = None) -> None:
+        self.queue = queue
+        self.config = config
+        self.name = name or worker_name()
+        self._stop = threading.Event()
+        self._embedders: dict[str, Embedder] = {}
+
+    def stop(self) -> None:
+        """Finish the file in progress, give the job back, return from run(). Safe from a signal handler."""
+        self._stop.set()
+
+    @property
+    def stopping(self) -> bool:
+        return self._stop.is_set()
+
+    def run(self, *, exit_when_idle: bool = False, max_jobs: int | None = None) -> int:
+        """Claim and process jobs until stopped (or idle, or `max_jobs` done); return how many ran."""
+        n = 0
+        while not self._stop.is_set() and (max_jobs is None or n < max_jobs):
+            claim = self.queue.claim(self.name, self.config.lease_s)
+            if claim is None:
+                if exit_when_idle:
+                    break
+                self._stop.wait(self.config.poll_s)
+                continue
+            self.process(claim)
+            n += 1
+        return n
+
+    def process(self, claim: Claim) -> None:
+        """Run one claimed job to its end: done, failed, or released back to the queue on a stop request."""
+        job = claim.job
+        log.info("job %d: attempt %d on %s: %s", job.job_id, job.attempts, job.collection, list(job.paths),
+                 extra={"job_id": job.job_id})
+        lost = threading.Event()
+        beat_stop = threading.Event()
+        beat = threading.Thread(target=self._heartbeat, args=(claim, beat_stop, lost), daemon=True,
+                                name=f"lease-{job.job_id}")
+        beat.start()
+        try:
+            report = self._ingest(claim, lost)
+        except _Stop:
+            self._settle(lambda: self.queue.release(claim))
+            log.info("job %d: stop requested; released after the current file", job.job_id)
+        except LeaseLost as e:
+            log.warning("job %d: %s; abandoning it", job.job_id, e)
+        except Exception as e:  # the job's fault (bad collection, other embedder) or the disk's: recorded
+            log.exception("job %d failed", job.job_id)
+            why = f"{type(e).__name__}: {e}"
+            self._settle(lambda: self.queue.fail(claim, why))
+        else:
+            self._settle(lambda: self.queue.finish(claim, report))
+            log.info("job %d: done: %s", job.job_id, report["summary"], extra={"job_id": job.job_id})
+        finally:
+            beat_stop.set()
+            beat.join()
+
+    # ---- internals -------------------------------------------------------------------------------------------
+
+    def _ingest(self, claim: Claim, lost: threading.Event) -> dict[str, Any]:
+        from ingest.cli import open_collection
+        from ingest.walk import walk_paths
+
+        job = claim.job
+        opts = job.options
+        paths = [Path(p) for p in job.paths]
+        total = sum(1 for _ in walk_paths(paths))
+        results: list[FileResult] = []
+
+        last_saved = [0.0]
+
+        def progress(r: FileResult) -> None:
+            results.append(r)
+            if lost.is_set():
+                raise LeaseLost(f"job {job.job_id}: lease lost while working")
+            # The per-file list grows with the job: rewrite it every few seconds (and when stopping), not per file.
+            stopping = self._stop.is_set()
+            save = stopping or time.monotonic() - last_saved[0] >= 2.0
+            self.queue.progress(claim, len(results), total, r.path, [asdict(x) for x in results] if save else None)
+            if save:
+                last_saved[0] = time.monotonic()
+            if stopping:
+                raise _Stop()
+
+        col = Collection(self.config.data_dir, job.collection)
+        with self._write_lock(col):
+            col = open_collection(self.config.data_dir, job.collection,
+                                  get_embedder(self.config.embedder_spec), self.config.chunking, create=True)
+            try:
+                assert col.manifest is not None
+                embedder = self._embedder(col.manifest.embedder)
+                options = IngestOptions(
+                    effective_date=opts.get("date"), authority=opts.get("authority"),
+                    metadata=opts.get("meta") or {},
+                    max_bytes=self.config.max_bytes, workers=0, ocr=bool(opts.get("ocr", True)),
+                    near_dup_threshold=self.config.near_dup_threshold, batch_chunks=1,
+                )
+                t = time.perf_counter()
+                self.queue.progress(claim, 0, total, None)
+                ingestor = Ingestor(col, embedder, self.config.chunking, options)
+                report = ingestor.ingest_paths(paths, progress=progress)
+            finally:
+                col.close()
+        return {
+            "summary": report.summary(),
+            "timings": {k: round(v, 3) for k, v in report.timings.items()}
+            | {"wall": round(time.perf_counter() - t, 3)},
+            "files": [asdict(r) for r in report.results],
+        }
+
+    def _write_lock(self, col: Collection) -> ExitStack:
+        """The collection's write lock, waited for without blocking a stop request."""
+        while True:
+            held = ExitStack()
+            try:
+                held.enter_context(col.write_lock(wait=False))
+            except CollectionLocked:
+                if self._stop.wait(0.2):
+                    raise _Stop() from None
+                continue
+            return held
+
+    def _embedder(self, spec: str) -> Embedder:
+        emb = self._embedders.get(spec)
+        if emb is None:
+            emb = get_embedder(spec)
+            emb.load()
+            self._embedders[spec] = emb
+        return emb
+
+    def _heartbeat(self, claim: Claim, done: threading.Event, lost: threading.Event) -> None:
+        # A file can take minutes (OCR of a scanned PDF): the lease must not depend on per-file progress.
+        while not done.wait(claim.lease_s / 3):
+            try:
+                self.queue.heartbeat(claim)
+            except LeaseLost:
+                lost.set()
+                return
+            except Exception:  # a locked database for a moment: the next beat retries
+                log.warning("job %d: heartbeat failed", claim.job.job_id, exc_info=True)
+
+    def _settle(self, fn: Any) -> None:
+        try:
+            fn()
+        except LeaseLost as e:
+            log.warning("%s", e)
