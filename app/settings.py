@@ -2,15 +2,49 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import Field, SecretStr, field_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+# The rule of retrieval.collection.check_name, repeated so that reading settings does not import the index code.
+_COLLECTION = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+
+
+class ApiKey(BaseModel):
+    """One client key: the collections it may use ("*" = all) and whether it may change anything."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    key: SecretStr
+    collections: tuple[str, ...] = ("*",)
+    write: bool = False
+
+    @field_validator("key")
+    @classmethod
+    def _key(cls, v: SecretStr) -> SecretStr:
+        secret = v.get_secret_value()
+        if not secret or secret != secret.strip():
+            raise ValueError("the key must not be empty nor start or end with whitespace")
+        return v
+
+    @field_validator("collections")
+    @classmethod
+    def _collections(cls, v: tuple[str, ...]) -> tuple[str, ...]:
+        if not v:
+            raise ValueError('collections must name at least one collection, or be ["*"] for all')
+        if "*" in v and len(v) > 1:
+            raise ValueError(f'"*" already means every collection: use ["*"] alone, got {list(v)}')
+        bad = [c for c in v if c != "*" and (not _COLLECTION.match(c) or ".." in c)]
+        if bad:
+            raise ValueError(f"invalid collection name(s) {bad}: use 1-64 letters, digits, '_', '-', '.'")
+        return v
 
 
 class Settings(BaseSettings):
-    model_config = SettingsConfigDict(env_prefix="RAGQA_", env_file=".env", extra="ignore")
+    # Errors name the setting and the rule but never echo the value: some values are secrets (API keys).
+    model_config = SettingsConfigDict(env_prefix="RAGQA_", env_file=".env", extra="ignore", hide_input_in_errors=True)
 
     data_dir: Path = Field(Path("data"), description="where collections live")
     collection: str = Field("default", description="collection used when a request names none")
@@ -27,9 +61,10 @@ class Settings(BaseSettings):
 
     host: str = "127.0.0.1"
     port: int = Field(8000, ge=1, le=65535)
-    api_keys: dict[str, SecretStr] = Field(
+    api_keys: dict[str, ApiKey] = Field(
         default_factory=dict,
-        description='JSON {"name": "key"}; when set, requests need "Authorization: Bearer KEY"',
+        description='JSON {"name": "key" (full access) or {"key", "collections": [...] or ["*"], "write": false}}; '
+                    'when set, requests need "Authorization: Bearer KEY"',
     )
 
     llm_base_url: str | None = Field(None, description="OpenAI-compatible server; unset = start the embedded model")
@@ -38,7 +73,10 @@ class Settings(BaseSettings):
     llm_embedded_model: Literal["qwen2.5-1.5b", "qwen2.5-0.5b"] = Field(
         "qwen2.5-1.5b", description="bundled GGUF model the embedded llama.cpp server runs"
     )
-    llm_cache_dir: Path | None = Field(None, description="where bundled GGUF files are assembled (default: $RAGQA_MODEL_CACHE or ~/.cache/ragqa/models)")
+    llm_cache_dir: Path | None = Field(
+        None,
+        description="where bundled GGUF files are assembled (default: $RAGQA_MODEL_CACHE or ~/.cache/ragqa/models)",
+    )
     llm_timeout_s: float = Field(120.0, gt=0, description="per LLM request")
     llm_max_concurrency: int = Field(2, ge=1, le=256, description="LLM requests in flight at once")
     llm_max_queue: int = Field(16, ge=0, le=10_000, description="/ask requests allowed to wait; more get 429")
@@ -68,10 +106,37 @@ class Settings(BaseSettings):
             raise ValueError(f"chunk_levels must be ascending sizes >= 16, got {v}")
         return v
 
+    @field_validator("api_keys", mode="before")
+    @classmethod
+    def _plain_keys(cls, v: Any) -> Any:
+        # A plain string is the original format: full access, so configurations from before scopes keep working.
+        if not isinstance(v, dict):
+            return v
+        return {
+            name: {"key": k, "collections": ["*"], "write": True} if isinstance(k, str | SecretStr) else k
+            for name, k in v.items()
+        }
+
+    @field_validator("api_keys")
+    @classmethod
+    def _distinct_keys(cls, v: dict[str, ApiKey]) -> dict[str, ApiKey]:
+        seen: dict[str, str] = {}
+        for name, entry in v.items():
+            if not name.strip():
+                raise ValueError("every API key needs a non-empty name")
+            secret = entry.key.get_secret_value()
+            if secret in seen:  # the name, never the key, goes into the message
+                raise ValueError(f"API keys {seen[secret]!r} and {name!r} are the same key: give each its own")
+            seen[secret] = name
+        return v
+
     def masked(self) -> dict[str, Any]:
         """The effective configuration with secrets hidden, for `ragqa config show`."""
         out = self.model_dump(mode="json")
-        out["api_keys"] = {k: "****" for k in self.api_keys}
+        out["api_keys"] = {
+            name: {"key": "****", "collections": list(k.collections), "write": k.write}
+            for name, k in self.api_keys.items()
+        }
         if self.llm_api_key is not None:
             out["llm_api_key"] = "****"
         return out

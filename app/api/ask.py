@@ -7,10 +7,10 @@ from collections.abc import AsyncIterator
 from dataclasses import asdict
 from typing import Any
 
-from fastapi import APIRouter, Depends, Request
+from fastapi import APIRouter, Request
 from fastapi.responses import StreamingResponse
 
-from app.api.routes import ERRORS, reader
+from app.api.routes import ERRORS, Reader
 from app.api.schemas import AskIn, AskOut, ErrorOut
 from app.pipeline import AnswerPipeline, AskRequest
 from app.service import make_filter
@@ -47,10 +47,11 @@ def answer_json(a: Answer) -> dict[str, Any]:
     }
 
 
-@router.post("/ask", response_model=AskOut, responses=RESPONSES, dependencies=[Depends(reader)])
-async def ask(body: AskIn, request: Request) -> Any:
+@router.post("/ask", response_model=AskOut, responses=RESPONSES)
+async def ask(body: AskIn, request: Request, key: Reader) -> Any:
     pipeline: AnswerPipeline = request.app.state.pipeline
     req = to_request(body, request.app.state.default_collection)
+    key.check(req.collection)  # before admission and any LLM work
     admission = request.app.state.admission
     if not body.stream:
         async with admission.slot():

@@ -3,22 +3,24 @@
 from __future__ import annotations
 
 import logging
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, File, Form, Request, Response, UploadFile
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse
 
-from app.api.auth import require_key
-from app.errors import BadRequest, NotFound, Unavailable
+from app.api.auth import Access, require_key
 from app.api.schemas import ChunkOut, CollectionOut, DocumentOut, ErrorOut, SearchIn, SearchOut
+from app.errors import BadRequest, NotFound, Unavailable
 from app.service import SearchService, make_filter
 from retrieval.collection import check_name
 from retrieval.search import SearchParams
 
 log = logging.getLogger("ragqa.api")
 router = APIRouter()
-ERRORS = {400: {"model": ErrorOut}, 401: {"model": ErrorOut}, 404: {"model": ErrorOut}}
+ERRORS: dict[int | str, dict[str, Any]] = {
+    400: {"model": ErrorOut}, 401: {"model": ErrorOut}, 403: {"model": ErrorOut}, 404: {"model": ErrorOut},
+}
 
 
 def service(request: Request) -> SearchService:
@@ -26,15 +28,17 @@ def service(request: Request) -> SearchService:
     return svc
 
 
-def reader(request: Request) -> str | None:
+def reader(request: Request) -> Access:
     return require_key(request, write=False)
 
 
-def writer(request: Request) -> str | None:
+def writer(request: Request) -> Access:
     return require_key(request, write=True)
 
 
 Svc = Annotated[SearchService, Depends(service)]
+Reader = Annotated[Access, Depends(reader)]
+Writer = Annotated[Access, Depends(writer)]
 
 
 @router.get("/healthz")
@@ -53,12 +57,16 @@ async def readyz(request: Request, svc: Svc) -> dict[str, object]:
         raise Unavailable(f"LLM server at {llm.base_url} is not reachable: {e}") from e
     if llm.model not in models:
         raise Unavailable(f"LLM server at {llm.base_url} does not serve model {llm.model!r} (it has {models})")
-    return {"status": "ready", "collections": cols, "llm": {"base_url": llm.base_url, "model": llm.model}}
+    out: dict[str, object] = {"status": "ready", "llm": {"base_url": llm.base_url, "model": llm.model}}
+    if not request.app.state.api_keys:  # with keys, only GET /collections names them, to the keys that may see them
+        out["collections"] = cols
+    return out
 
 
-@router.post("/search", response_model=SearchOut, responses=ERRORS, dependencies=[Depends(reader)])
-async def search(body: SearchIn, request: Request, svc: Svc) -> SearchOut:
+@router.post("/search", response_model=SearchOut, responses=ERRORS)
+async def search(body: SearchIn, request: Request, svc: Svc, key: Reader) -> SearchOut:
     name = body.collection or request.app.state.default_collection
+    key.check(name)
     f = body.filters
     params = SearchParams(
         mode=body.mode, level=body.level,
@@ -81,24 +89,24 @@ async def search(body: SearchIn, request: Request, svc: Svc) -> SearchOut:
     )
 
 
-@router.get("/collections", response_model=list[CollectionOut], dependencies=[Depends(reader)])
-async def collections(svc: Svc) -> list[CollectionOut]:
-    names = await run_in_threadpool(svc.collections)
+@router.get("/collections", response_model=list[CollectionOut], responses=ERRORS)
+async def collections(svc: Svc, key: Reader) -> list[CollectionOut]:
+    """The collections this key may use."""
+    names = key.visible(await run_in_threadpool(svc.collections))
     infos = [await run_in_threadpool(svc.info, n) for n in names]
     return [CollectionOut(**i.__dict__) for i in infos]
 
 
-@router.get("/collections/{name}", response_model=CollectionOut, responses=ERRORS, dependencies=[Depends(reader)])
-async def collection(name: str, svc: Svc) -> CollectionOut:
+@router.get("/collections/{name}", response_model=CollectionOut, responses=ERRORS)
+async def collection(name: str, svc: Svc, key: Reader) -> CollectionOut:
+    key.check(name)
     info = await run_in_threadpool(svc.info, name)
     return CollectionOut(**info.__dict__)
 
 
-@router.get(
-    "/collections/{name}/documents", response_model=list[DocumentOut], responses=ERRORS,
-    dependencies=[Depends(reader)],
-)
-async def documents(name: str, svc: Svc) -> list[DocumentOut]:
+@router.get("/collections/{name}/documents", response_model=list[DocumentOut], responses=ERRORS)
+async def documents(name: str, svc: Svc, key: Reader) -> list[DocumentOut]:
+    key.check(name)
     docs = await run_in_threadpool(svc.documents, name)
     return [
         DocumentOut(
@@ -110,8 +118,9 @@ async def documents(name: str, svc: Svc) -> list[DocumentOut]:
     ]
 
 
-@router.delete("/collections/{name}/documents/{doc_id}", responses=ERRORS, dependencies=[Depends(writer)])
-async def delete_document(name: str, doc_id: str, svc: Svc) -> dict[str, object]:
+@router.delete("/collections/{name}/documents/{doc_id}", responses=ERRORS)
+async def delete_document(name: str, doc_id: str, svc: Svc, key: Writer) -> dict[str, object]:
+    key.check(name, write=True)
     n = await run_in_threadpool(svc.delete_document, name, doc_id)
     return {"deleted": doc_id, "chunks": n}
 
@@ -120,17 +129,20 @@ async def delete_document(name: str, doc_id: str, svc: Svc) -> dict[str, object]
 
 
 @router.post(
-    "/collections/{name}/documents", status_code=202, dependencies=[Depends(writer)],
-    responses={**ERRORS, 411: {"model": ErrorOut}, 413: {"model": ErrorOut}, 415: {"model": ErrorOut}},
+    "/collections/{name}/documents", status_code=202,
+    responses={400: {"model": ErrorOut}, 401: {"model": ErrorOut}, 403: {"model": ErrorOut}, 411: {"model": ErrorOut},
+               413: {"model": ErrorOut}, 415: {"model": ErrorOut}},
 )
 async def upload_documents(
-    name: str, request: Request, files: Annotated[list[UploadFile], File(description="one or more files")],
+    name: str, request: Request, key: Writer,
+    files: Annotated[list[UploadFile], File(description="one or more files")],
     date: Annotated[str | None, Form(description="effective date for these files (YYYY[-MM[-DD]])")] = None,
     authority: Annotated[float | None, Form(description="authority of these sources")] = None,
 ) -> JSONResponse:
     """Store the files under the collection's upload folder and queue an ingest job: 202 with the job id."""
     from app.uploads import check_extension, save_upload, supported_extensions
 
+    key.check(name, write=True)
     try:
         check_name(name)
     except ValueError as e:
@@ -161,28 +173,32 @@ async def upload_documents(
     )
 
 
-@router.get("/jobs", dependencies=[Depends(reader)])
-async def jobs(request: Request, status: str | None = None, limit: int = 50) -> list[dict[str, object]]:
+@router.get("/jobs", responses=ERRORS)
+async def jobs(request: Request, key: Reader, status: str | None = None, limit: int = 50) -> list[dict[str, object]]:
+    """The newest jobs of the collections this key may use."""
     from ingest.jobs import STATUSES
 
     if status is not None and status not in STATUSES:
         raise BadRequest(f"status must be one of {list(STATUSES)}, got {status!r}")
-    rows = await run_in_threadpool(request.app.state.jobs.list, status, max(1, min(limit, 500)))
+    scope = None if key.collections is None else sorted(key.collections)
+    rows = await run_in_threadpool(request.app.state.jobs.list_jobs, status, max(1, min(limit, 500)), scope)
     return [j.to_json() for j in rows]
 
 
-@router.get("/jobs/{job_id}", responses=ERRORS, dependencies=[Depends(reader)])
-async def job(job_id: int, request: Request) -> dict[str, object]:
+@router.get("/jobs/{job_id}", responses=ERRORS)
+async def job(job_id: int, request: Request, key: Reader) -> dict[str, object]:
     q = request.app.state.jobs
     j = await run_in_threadpool(q.get, job_id)
     if j is None:
         raise NotFound(f"job {job_id} not found")
+    key.check(j.collection)
     out = j.to_json()
     out["attempt_log"] = [a.__dict__ for a in await run_in_threadpool(q.attempts, job_id)]
     return out
 
 
-@router.get("/metrics", dependencies=[Depends(reader)])
-async def metrics(request: Request) -> Response:
+@router.get("/metrics", responses=ERRORS)
+async def metrics(request: Request, key: Reader) -> Response:
+    key.check_every_collection("/metrics")  # the metrics name every collection
     body, ctype = await run_in_threadpool(request.app.state.metrics.exposition)
     return Response(body, media_type=ctype)
