@@ -1,8 +1,9 @@
 """Citations: read the [n] markers of a generated answer, check each against its source, keep what holds.
 
 Support is scored in code (the default, deterministic and fast): the share of the sentence's content words found in one
-sentence of the source, and every number in the sentence must appear there. Unsupported citations are dropped; a sentence
-without markers gets the source that supports it best, if one does; sentences left without support are reported.
+sentence of the source, and every number in the sentence must appear there. Unsupported citations are dropped; a
+sentence without markers gets the source that supports it best, if one does; sentences left without support are
+reported.
 """
 
 from __future__ import annotations

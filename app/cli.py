@@ -7,8 +7,12 @@ import json
 import os
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from app.settings import Settings
+
+if TYPE_CHECKING:
+    from ingest.chunking import ChunkingSettings
 
 
 def _offline() -> None:
@@ -17,7 +21,7 @@ def _offline() -> None:
         os.environ.setdefault(var, "1")
 
 
-def _chunking(s: Settings):  # type: ignore[no-untyped-def]
+def _chunking(s: Settings) -> ChunkingSettings:
     from ingest.chunking import ChunkingSettings
 
     return ChunkingSettings(levels=s.chunk_levels, overlap=s.chunk_overlap)
@@ -88,7 +92,7 @@ def cmd_ask(args: argparse.Namespace, s: Settings) -> int:
         ans = asyncio.run(pipe.answer(req))
     finally:
         if embedded is not None:
-            embedded.stop()  # type: ignore[attr-defined]
+            embedded.stop()
     if args.json:
         print(json.dumps(answer_json(ans), ensure_ascii=False, indent=2))
         return 0

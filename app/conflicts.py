@@ -62,7 +62,9 @@ def preference(a: Passage, b: Passage) -> tuple[Passage, Passage, str]:
         return (a, b, f"newer ({da} > {db})") if da > db else (b, a, f"newer ({db} > {da})")
     aa, ab = a.hit.chunk.authority or 0.0, b.hit.chunk.authority or 0.0
     if aa != ab:
-        return (a, b, f"more authoritative ({aa:g} > {ab:g})") if aa > ab else (b, a, f"more authoritative ({ab:g} > {aa:g})")
+        if aa > ab:
+            return a, b, f"more authoritative ({aa:g} > {ab:g})"
+        return b, a, f"more authoritative ({ab:g} > {aa:g})"
     if da != db:  # only one is dated
         return (a, b, "the only dated source") if da else (b, a, "the only dated source")
     return a, b, "ranked higher by retrieval (same date and authority)"

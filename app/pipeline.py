@@ -11,7 +11,7 @@ import re
 import time
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field, replace
-from typing import Any
+from typing import Any, Literal
 
 from app.citations import SupportScorer, check_citations, render_with_markers
 from app.conflicts import Disagreement, find_disagreements
@@ -145,8 +145,8 @@ class AnswerPipeline:
         query = req.question
         if req.history:
             t = time.perf_counter()
-            query = await self._llm_step(state, transforms.rewrite_standalone(self._complete, req.question, req.history),
-                                         default=req.question)
+            rewrite = transforms.rewrite_standalone(self._complete, req.question, req.history)
+            query = await self._llm_step(state, rewrite, default=req.question)
             state.timings["rewrite"] = time.perf_counter() - t
         rounds: list[dict[str, Any]] = []
         passages: list[Passage] = []
@@ -156,7 +156,9 @@ class AnswerPipeline:
             t = time.perf_counter()
             if req.multi_query:
                 queries += await self._llm_step(state, transforms.multi_query(self._complete, query, 2), default=[])
-            hyde_text = await self._llm_step(state, transforms.hyde(self._complete, query), default="") if req.hyde else ""
+            hyde_text = ""
+            if req.hyde:
+                hyde_text = await self._llm_step(state, transforms.hyde(self._complete, query), default="")
             state.timings["transforms"] = state.timings.get("transforms", 0.0) + time.perf_counter() - t
             t = time.perf_counter()
             hits = await asyncio.to_thread(self._retrieve, retriever, queries, hyde_text, flt, req.top_k, state)
@@ -321,7 +323,7 @@ class AnswerPipeline:
             body += sep + _cutoff_sentence(state.lang, state.later)
         if conflicts:
             body += sep + sep.join(_conflict_sentence(state.lang, c) for c in conflicts)
-        status = "answered" if report.coverage >= 0.5 and cites else "partial"
+        status: Literal["answered", "partial"] = "answered" if report.coverage >= 0.5 and cites else "partial"
         if req.allow_model_knowledge and not cites:
             status = "partial"
         state.trace["citation_coverage"] = round(report.coverage, 3)

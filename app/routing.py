@@ -49,7 +49,8 @@ def decide_retrieval(question: str) -> RetrievalDecision:
 
 
 SMALLTALK_REPLY = {
-    "en": "Hello! I answer questions from this knowledge base and cite the documents I use. What would you like to know?",
+    "en": "Hello! I answer questions from this knowledge base and cite the documents I use. "
+          "What would you like to know?",
     "zh": "您好！我根据知识库中的文档回答问题，并注明出处。请问您想了解什么？",
 }
 NO_ANSWER = {

@@ -11,9 +11,9 @@ from app.errors import BadRequest, NotFound
 from retrieval.analyzer import Analyzer
 from retrieval.collection import Collection, CollectionNotFound, check_name, list_collections
 from retrieval.embedders import Embedder, get_embedder
+from retrieval.expand import Passage
 from retrieval.search import HybridRetriever, SearchParams
 from retrieval.store import SearchFilter
-from retrieval.expand import Passage
 from retrieval.types import Chunk, Document, ScoredChunk
 
 

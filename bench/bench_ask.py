@@ -13,7 +13,6 @@ import argparse
 import json
 import os
 import socket
-import statistics
 import subprocess
 import sys
 import time
@@ -81,7 +80,8 @@ def run(base: str, questions: list[str], concurrency: int) -> dict[str, Any]:
     return {
         "concurrency": concurrency, "requests": len(results), "ok": len(ok),
         "codes": sorted({r["status"] for r in results}), "elapsed_s": round(elapsed, 1),
-        "wall_p50_s": round(_pct([r["wall"] for r in ok], 0.5), 2), "wall_p95_s": round(_pct([r["wall"] for r in ok], 0.95), 2),
+        "wall_p50_s": round(_pct([r["wall"] for r in ok], 0.5), 2),
+        "wall_p95_s": round(_pct([r["wall"] for r in ok], 0.95), 2),
         "stages": {k: {"p50_ms": round(_pct(v, 0.5) * 1000, 1), "p95_ms": round(_pct(v, 0.95) * 1000, 1)}
                    for k, v in sorted(stages.items())},
         "outside_llm_share": round(1 - sum(llm) / sum(totals), 4) if sum(totals) else None,

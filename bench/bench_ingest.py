@@ -23,13 +23,13 @@ sys.path.insert(0, str(REPO))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
-from ingest.chunking import ChunkingSettings  # noqa: E402
+from ingest.chunking import ChunkingSettings, chunk_document  # noqa: E402
 from ingest.pipeline import IngestOptions, Ingestor, Record, _contextualize, parsed_from_text  # noqa: E402
-from ingest.chunking import chunk_document  # noqa: E402
 from retrieval.collection import Collection  # noqa: E402
 from retrieval.embedders import get_embedder  # noqa: E402
 
 DATASETS = REPO.parent / "shared" / "datasets"
+STAGES = ("parse", "chunk", "embed", "index")
 
 
 def _rss_mb() -> float:
@@ -81,7 +81,7 @@ def bench_records(tmp: Path, embedder_spec: str, chunking: ChunkingSettings, lim
     return {
         "documents": len(recs), "chunks": chunks, "seconds": round(total, 2),
         "docs_per_s": round(len(recs) / total, 1), "chunks_per_s": round(chunks / total, 1),
-        "share": {k: round(tm.get(k, 0.0) / total, 3) for k in ("parse", "chunk", "embed", "index")},
+        "share": {k: round(tm.get(k, 0.0) / total, 3) for k in STAGES},
         "embed_stage_chunks_per_s": round(len(texts) / tm["embed"], 1),
         "raw_encoder_chunks_per_s": round(len(texts) / raw, 1),
         "embed_vs_raw": round(raw / tm["embed"], 3),
@@ -105,7 +105,7 @@ def bench_files(tmp: Path, embedder_spec: str, chunking: ChunkingSettings, worke
         "files": len(rep.results), "summary": rep.summary(), "seconds": round(total, 2),
         "files_per_s": round(len(rep.results) / total, 2), "chunks": chunks,
         "chunks_per_s": round(chunks / total, 1),
-        "share": {k: round(rep.timings.get(k, 0.0) / total, 3) for k in ("parse", "chunk", "embed", "index")},
+        "share": {k: round(rep.timings.get(k, 0.0) / total, 3) for k in STAGES},
         "failed": [{"file": Path(r.path).name, "reason": r.reason} for r in rep.failed],
     }
 
@@ -134,12 +134,12 @@ def main() -> None:
     print("| corpus | items | chunks | s | items/s | chunks/s | parse | chunk | embed | index |")
     print("|---|---|---|---|---|---|---|---|---|---|")
     print(f"| SciFact records | {s['documents']} | {s['chunks']} | {s['seconds']} | {s['docs_per_s']} | "
-          f"{s['chunks_per_s']} | " + " | ".join(f"{s['share'][k]:.0%}" for k in ("parse", "chunk", "embed", "index")) + " |")
+          f"{s['chunks_per_s']} | " + " | ".join(f"{s['share'][k]:.0%}" for k in STAGES) + " |")
     if "docs" in res:
         d = res["docs"]
         assert isinstance(d, dict)
         print(f"| shared/docs files | {d['files']} | {d['chunks']} | {d['seconds']} | {d['files_per_s']} | "
-              f"{d['chunks_per_s']} | " + " | ".join(f"{d['share'][k]:.0%}" for k in ("parse", "chunk", "embed", "index")) + " |")
+              f"{d['chunks_per_s']} | " + " | ".join(f"{d['share'][k]:.0%}" for k in STAGES) + " |")
     print(f"\nembedding stage {s['embed_stage_chunks_per_s']} chunks/s vs raw encoder {s['raw_encoder_chunks_per_s']} "
           f"chunks/s: {s['embed_vs_raw']:.0%}")
     print(f"store: {s['disk_kb_per_chunk']} KiB/chunk on disk, RSS +{s['rss_delta_mb']} MiB for {s['chunks']} chunks")

@@ -1,8 +1,9 @@
 """Finding a document's effective date, and recording where it came from.
 
-Order of trust: an explicit date given by the user, a sidecar file, a date the text labels as effective/published, a date in
-the title, the file's declared metadata, a date in the file name, any date on the first page, and the file's mtime only as a
-last resort. Declared metadata ranks below labelled dates because generators stamp the conversion time there.
+Order of trust: an explicit date given by the user, a sidecar file, a date the text labels as effective/published, a
+date in the title, the file's declared metadata, a date in the file name, any date on the first page, and the file's
+mtime only as a last resort. Declared metadata ranks below labelled dates because generators stamp the conversion time
+there.
 """
 
 from __future__ import annotations
@@ -60,7 +61,7 @@ def find_dates(text: str) -> list[str]:
 
 
 def labelled_date(text: str) -> str | None:
-    """A date that the text introduces as effective/published ("Effective date: 2024-03-01", "生效日期：2024年3月1日")."""
+    """A date the text introduces as effective/published ("Effective date: 2024-03-01", "生效日期：2024年3月1日")."""
     for lab in _LABEL.finditer(text):
         mt = _ANY_DATE.match(text, lab.end())
         if mt and (d := _from_match(mt)):
@@ -110,8 +111,10 @@ def resolve_effective_date(
     if title and (d := date_in_name(title)):
         return d, "title"
     for key in ("effective_date", "date", "published", "created", "modified"):
-        if metadata.get(key) and (ds := find_dates(metadata[key]) or [date_in_name(metadata[key])]) and ds[0]:
-            return ds[0], "metadata"
+        if value := metadata.get(key):
+            found = find_dates(value)
+            if d := (found[0] if found else date_in_name(value)):
+                return d, "metadata"
     if path is not None and (d := date_in_name(path.stem)):
         return d, "filename"
     if ds := find_dates(first_page):

@@ -1,9 +1,9 @@
 """Ingest: files (or data-set records) -> parse -> chunk -> embed -> one transaction per batch.
 
-Incremental by design: a path whose size and mtime match the store is skipped without being read; a path whose bytes hash
-to what is stored only has its mtime refreshed; identical content under a second path is stored once with both paths
-recorded; a changed file's old chunks leave in the same transaction that adds the new ones; files gone from an ingested
-folder leave the index. Parsing runs in worker processes while this process embeds and commits.
+Incremental by design: a path whose size and mtime match the store is skipped without being read; a path whose bytes
+hash to what is stored only has its mtime refreshed; identical content under a second path is stored once with both
+paths recorded; a changed file's old chunks leave in the same transaction that adds the new ones; files gone from an
+ingested folder leave the index. Parsing runs in worker processes while this process embeds and commits.
 """
 
 from __future__ import annotations
@@ -144,12 +144,13 @@ class Ingestor:
                 emit(r)
         # The same bytes twice in this run: parse once, then record the other paths as duplicates.
         first: dict[str, str] = {}
-        unique, copies = [], []
+        unique: list[tuple[Path, str, os.stat_result, bytes, str]] = []
+        copies: list[tuple[Path, str, os.stat_result, bytes, str]] = []
         for item in to_parse:
             (copies if item[4] in first else unique).append(item)
             first.setdefault(item[4], item[1])
         self._parse_and_commit(unique, report, emit)
-        for path, key, st, _data, h in copies:
+        for _path, key, st, _data, h in copies:
             emit(self._attach_duplicate(key, st, h))
         if self.options.prune_missing:
             for root in paths:
@@ -237,7 +238,9 @@ class Ingestor:
             for item in items:
                 t = time.perf_counter()
                 try:
-                    parsed: ParsedDocument | Exception = _parse_worker(str(item[0]), self.options.max_bytes, self.options.ocr)
+                    parsed: ParsedDocument | Exception = _parse_worker(
+                        str(item[0]), self.options.max_bytes, self.options.ocr
+                    )
                 except Exception as e:  # a parser bug must cost one file, not the batch
                     parsed = e
                 report.timings["parse"] += time.perf_counter() - t

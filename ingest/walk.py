@@ -53,16 +53,16 @@ def walk_paths(paths: Sequence[Path]) -> Iterator[tuple[Path, str | None]]:
                 yield d, f"cannot list folder: {e.strerror}"
                 continue
             subdirs = []
-            for e in entries:
-                if _skip(e.name):
+            for entry in entries:
+                if _skip(entry.name):
                     continue
-                p = Path(e.path)
+                p = Path(entry.path)
                 try:
-                    if e.is_dir(follow_symlinks=True):
+                    if entry.is_dir(follow_symlinks=True):
                         subdirs.append(p)
-                    elif e.is_file(follow_symlinks=True):
+                    elif entry.is_file(follow_symlinks=True):
                         yield p, None
-                    elif e.is_symlink():
+                    elif entry.is_symlink():
                         yield p, "broken symbolic link"
                 except OSError as err:
                     yield p, f"cannot stat: {err.strerror}"

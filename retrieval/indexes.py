@@ -1,8 +1,8 @@
-"""The in-memory search indexes of a collection (FAISS + BM25 per chunk level), kept in step with the store's change log.
+"""The in-memory search indexes of a collection (FAISS + BM25 per chunk level), in step with the store's change log.
 
 On disk a snapshot lives in `indexes-<seq>/` and the file `indexes.json` names the current one; the pointer is replaced
-atomically, so a crash while writing a snapshot leaves the previous one in force. Whatever the snapshot misses is replayed
-from the log, which is how a process also sees chunks another process committed (no restart, no full rebuild).
+atomically, so a crash while writing a snapshot leaves the previous one in force. Whatever the snapshot misses is
+replayed from the log, which is how a process also sees chunks another process committed (no restart, no full rebuild).
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ POINTER = "indexes.json"
 
 
 class IndexSet:
-    # Exact search costs ~15 ms per query at 100k vectors on one core; past this size the writer switches a level to IVF.
+    # Exact search costs ~15 ms a query at 100k vectors on one core; past this size the writer switches a level to IVF.
     IVF_THRESHOLD = 50_000
 
     def __init__(

@@ -1,7 +1,7 @@
 """A collection's manifest: what its vectors and chunks were made with.
 
-Opening a collection with a different embedder or chunking is refused, because mixing vectors from two models (or chunks of
-two sizes) gives silently wrong search results.
+Opening a collection with a different embedder or chunking is refused, because mixing vectors from two models (or chunks
+of two sizes) gives silently wrong search results.
 """
 
 from __future__ import annotations

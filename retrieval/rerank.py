@@ -150,7 +150,7 @@ def rerank_or_keep(
     reranker: Reranker, query: str, hits: Sequence[ScoredChunk], top_k: int, *, max_candidates: int = 30,
     timeout: float = 5.0,
 ) -> tuple[list[ScoredChunk], RerankInfo]:
-    """Re-score at most `max_candidates` hits within `timeout` seconds; on any failure keep the fused order and say so."""
+    """Re-score at most `max_candidates` hits in `timeout` seconds; on any failure keep the fused order and say so."""
     cand = list(hits[:max_candidates])
     t = time.perf_counter()
     pool = cf.ThreadPoolExecutor(max_workers=1)

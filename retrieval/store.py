@@ -1,9 +1,9 @@
 """The durable part of a collection: documents, sections, chunks, vectors and a change log in SQLite (WAL).
 
-SQLite is the single source of truth. The FAISS and BM25 indexes (retrieval/indexes.py) are caches derived from it: every
-chunk added or removed appends a row to `changes` in the same transaction, and an index snapshot records the last change it
-contains. A crash at any point therefore leaves a consistent store: a committed transaction is complete, an uncommitted one
-is absent, and a stale snapshot is brought up to date by replaying the log.
+SQLite is the single source of truth. The FAISS and BM25 indexes (retrieval/indexes.py) are caches derived from it:
+every chunk added or removed appends a row to `changes` in the same transaction, and an index snapshot records the last
+change it contains. A crash at any point therefore leaves a consistent store: a committed transaction is complete, an
+uncommitted one is absent, and a stale snapshot is brought up to date by replaying the log.
 """
 
 from __future__ import annotations

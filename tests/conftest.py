@@ -35,10 +35,9 @@ def chunking():  # type: ignore[no-untyped-def]
 @pytest.fixture(scope="session")
 def sample_data_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The bundled sample corpus ingested once per session with the default settings, as `make run` does."""
+    import shutil
     import subprocess
     import sys
-
-    import shutil
 
     data = tmp_path_factory.mktemp("sample") / "data"
     env = dict(os.environ, RAGQA_DATA_DIR=str(data), PYTHONPATH=str(REPO))

@@ -10,6 +10,7 @@ import sys
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
+from typing import TYPE_CHECKING
 
 from fastapi import FastAPI, Request, Response
 from fastapi.concurrency import run_in_threadpool
@@ -30,10 +31,13 @@ from app.uploads import UnsupportedUpload, UploadTooLarge
 from ingest.jobs import JobQueue
 from retrieval.rerank import Reranker
 
+if TYPE_CHECKING:
+    from app.llm.embedded import EmbeddedLLMServer
+
 log = logging.getLogger("ragqa")
 
 
-def build_llm(settings: Settings) -> tuple[LLMClient, object | None]:
+def build_llm(settings: Settings) -> tuple[LLMClient, EmbeddedLLMServer | None]:
     """The configured OpenAI-compatible server, or the embedded llama.cpp one started here (returned to stop later)."""
     if settings.llm_base_url:
         key = settings.llm_api_key.get_secret_value() if settings.llm_api_key else None
@@ -65,10 +69,11 @@ def create_app(settings: Settings, llm: LLMClient | None = None) -> FastAPI:
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         svc = SearchService(settings.data_dir)
         app.state.service = svc
-        embedded = None
-        client = llm
-        if client is None:
+        embedded: EmbeddedLLMServer | None = None
+        if llm is None:
             client, embedded = await run_in_threadpool(build_llm, settings)
+        else:
+            client = llm
         app.state.llm = client
         reranker = await run_in_threadpool(build_reranker, settings, client)
         app.state.pipeline = MeteredPipeline(AnswerPipeline(svc, client, reranker=reranker), app.state.metrics)
@@ -81,7 +86,7 @@ def create_app(settings: Settings, llm: LLMClient | None = None) -> FastAPI:
         finally:
             await client.aclose()
             if embedded is not None:
-                await run_in_threadpool(embedded.stop)  # type: ignore[attr-defined]
+                await run_in_threadpool(embedded.stop)
             if worker is not None:
                 await run_in_threadpool(stop_embedded_worker, worker)
 

@@ -41,7 +41,9 @@ def test_text_helpers() -> None:
     assert strip_markers("Seven years [1][2].") == "Seven years."
     assert numbers("Covered for 7 years [3], 1,200 h, 0.95 MPa") == {"7", "1200", "0.95"}
     assert numbers("压缩机保修七年，二十天") == {"7", "20"}
-    assert split_sentences("First one. Second one! 第三句。第四句？") == ["First one.", "Second one!", "第三句。", "第四句？"]
+    assert split_sentences("First one. Second one! 第三句。第四句？") == [
+        "First one.", "Second one!", "第三句。", "第四句？"
+    ]
 
 
 def test_citations_keep_supported_drop_unsupported_and_attach_missing() -> None:
@@ -51,7 +53,8 @@ def test_citations_keep_supported_drop_unsupported_and_attach_missing() -> None:
         _passage(2, "care", "Wipe the remote control with a dry cloth."),
     ]
     chunks = {p.hit.chunk.chunk_id: p.hit.chunk for p in ps}
-    answer = "E4 means the outdoor fan motor has failed [2]. Wipe the remote with a dry cloth. The fan costs 90 euros [1]."
+    answer = ("E4 means the outdoor fan motor has failed [2]. Wipe the remote with a dry cloth. "
+              "The fan costs 90 euros [1].")
     rep = check_citations(answer, ps, chunks, SupportScorer(a))
     first, second, third = rep.sentences
     assert first.cited == (1,) and first.dropped == (2,) and first.added  # wrong marker dropped, right one attached
@@ -66,7 +69,9 @@ def test_citations_keep_supported_drop_unsupported_and_attach_missing() -> None:
 
 def test_numbers_must_match_for_support() -> None:
     p = _passage(1, "w", "The compressor is covered for 5 years from installation.")
-    rep = check_citations("The compressor is covered for 7 years [1].", [p], {1: p.hit.chunk}, SupportScorer(Analyzer()))
+    rep = check_citations(
+        "The compressor is covered for 7 years [1].", [p], {1: p.hit.chunk}, SupportScorer(Analyzer())
+    )
     assert not rep.sentences[0].supported
 
 

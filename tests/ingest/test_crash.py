@@ -35,7 +35,8 @@ def _ingest_cmd(data: Path, corpus: Path) -> list[str]:
 def _env(data: Path) -> dict[str, str]:
     env = dict(os.environ)
     env.update(
-        RAGQA_DATA_DIR=str(data), RAGQA_EMBEDDER="minilm-int8", RAGQA_CHUNK_LEVELS="[64, 256]", RAGQA_INGEST_BATCH_CHUNKS="24",
+        RAGQA_DATA_DIR=str(data), RAGQA_EMBEDDER="minilm-int8", RAGQA_CHUNK_LEVELS="[64, 256]",
+        RAGQA_INGEST_BATCH_CHUNKS="24",
         PYTHONPATH=str(Path(__file__).resolve().parents[2]),
     )
     return env
@@ -62,8 +63,10 @@ def _state(data: Path) -> tuple[list[tuple[str, str]], dict[int, tuple[int, int,
         sizes[level] = (len(ids), len(col.indexes.dense[level]), len(col.indexes.sparse[level]))
     # Every chunk belongs to a document that has a source; nothing is orphaned.
     conn = col.store._conn()
-    assert conn.execute("SELECT count(*) FROM chunks WHERE doc_id NOT IN (SELECT doc_id FROM documents)").fetchone()[0] == 0
-    assert conn.execute("SELECT count(*) FROM documents WHERE doc_id NOT IN (SELECT doc_id FROM sources)").fetchone()[0] == 0
+    orphan_chunks = "SELECT count(*) FROM chunks WHERE doc_id NOT IN (SELECT doc_id FROM documents)"
+    orphan_docs = "SELECT count(*) FROM documents WHERE doc_id NOT IN (SELECT doc_id FROM sources)"
+    assert conn.execute(orphan_chunks).fetchone()[0] == 0
+    assert conn.execute(orphan_docs).fetchone()[0] == 0
     col.close()
     return docs, sizes
 

@@ -70,7 +70,8 @@ def test_incremental_lifecycle(tmp_path: Path, embedder, chunking) -> None:  # t
 
     # Touched but identical bytes: still unchanged.
     os.utime(corpus / "filter.txt", ns=(time.time_ns(), time.time_ns()))
-    assert Ingestor(col, embedder, chunking, IngestOptions(workers=0)).ingest_paths([corpus]).summary()["unchanged"] == 3
+    touched = Ingestor(col, embedder, chunking, IngestOptions(workers=0)).ingest_paths([corpus])
+    assert touched.summary()["unchanged"] == 3
 
     # Changed: old chunks leave, new ones arrive, in both indexes.
     (corpus / "pump.md").write_text("# Drain pump\n\nReplace the condensate pump every 6 years.\n", encoding="utf-8")

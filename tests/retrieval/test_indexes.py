@@ -8,7 +8,6 @@ from pathlib import Path
 import numpy as np
 
 from retrieval.collection import Collection
-from retrieval.indexes import IndexSet
 from retrieval.store import NewChunk, NewSection
 from retrieval.types import Document
 

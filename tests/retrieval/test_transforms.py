@@ -41,6 +41,7 @@ def test_multi_query_strips_numbering_and_duplicates() -> None:
 
 def test_hyde_translate_keywords() -> None:
     assert asyncio.run(transforms.hyde(FakeComplete("  A passage.  "), "q")) == "A passage."
-    assert asyncio.run(transforms.translate(FakeComplete("压缩机保修\n"), "compressor warranty", "Chinese")) == "压缩机保修"
+    translated = asyncio.run(transforms.translate(FakeComplete("压缩机保修\n"), "compressor warranty", "Chinese"))
+    assert translated == "压缩机保修"
     kw = transforms.keywords(Analyzer(), "What is the warranty of the compressor?")
     assert "what" not in kw.split() and "compressor" in kw
