@@ -167,7 +167,7 @@ class AnswerPipeline:
             )
             passages = _order_by_date(_merge(passages, new, self.config.context_tokens))
             state.timings["retrieve"] = state.timings.get("retrieve", 0.0) + time.perf_counter() - t
-            gate = self._score_gate(req.question, passages)
+            gate = score_gate(self.scorer, req.question, passages, self.config.min_lexical_support)
             verdict: dict[str, Any] = {"answerable": gate, "missing": "", "next_query": ""}
             if gate and self.config.judge:
                 t = time.perf_counter()
@@ -180,8 +180,8 @@ class AnswerPipeline:
             })
             if verdict.get("answerable"):
                 sufficient = True
-                bridge = self._bridge_query(req.question, passages) if n < req.max_rounds else None
-                if bridge is None:
+                bridge = bridge_query(self.scorer, req.question, passages, self.config.bridge_below)
+                if bridge is None or n == req.max_rounds:
                     break
                 # A multi-hop question that one round seemed to answer: look once more, from the bridge sentence.
                 t = time.perf_counter()
@@ -243,33 +243,6 @@ class AnswerPipeline:
         by_id = {h.chunk.chunk_id: h for hits in lists for h in hits}
         fused = rrf([[(h.chunk.chunk_id, h.score) for h in hits] for hits in lists])
         return [replace(by_id[cid], score=s) for cid, s in fused[:top_k]]
-
-    def _score_gate(self, question: str, passages: Sequence[Passage]) -> bool:
-        """Cheap evidence check before any LLM judgement: enough of the question's words in one passage."""
-        if not passages:
-            return False
-        # A year in the question is a time qualifier, not a term to find: "the warranty in 2025" must still reach the
-        # sources (and the cut-off note) when the newest policy is dated 2024.
-        question = _YEAR.sub(" ", question)
-        best = max(self.scorer.best_span(question, p.text)[0] for p in passages)
-        return best >= self.config.min_lexical_support
-
-    def _bridge_query(self, question: str, passages: Sequence[Passage]) -> str | None:
-        """A follow-up query for a question no single source sentence covers, else None.
-
-        In a two-hop question ("the charging pressure of the refrigerant the KFR-35GW uses") the sentence that matches
-        best names the bridge entity (R32) but not the asked fact; searching with the question plus that sentence
-        finds the second document. A sentence that covers the question well needs no second look.
-        """
-        question = _YEAR.sub(" ", question)
-        best, span = 0.0, ""
-        for p in passages:
-            score, s = self.scorer.best_span(question, _rows_as_records(p.text))
-            if score > best:
-                best, span = score, s
-        if not span or best >= self.config.bridge_below:
-            return None
-        return f"{question} {span}"
 
     async def _judge(self, state: _State, question: str, passages: Sequence[Passage]) -> dict[str, Any]:
         prompt = render_prompt("sources", sources=_sources_block(passages)) + render_prompt(
@@ -384,6 +357,34 @@ class _State:
     def trace_out(self) -> dict[str, Any]:
         self.timings["total"] = time.perf_counter() - self.t_start
         return {**self.trace, "timings_ms": {k: round(v * 1000, 1) for k, v in self.timings.items()}}
+
+
+def score_gate(scorer: SupportScorer, question: str, passages: Sequence[Passage], threshold: float) -> bool:
+    """Cheap evidence check before any LLM judgement: enough of the question's words in one source sentence."""
+    if not passages:
+        return False
+    # A year in the question is a time qualifier, not a term to find: "the warranty in 2025" must still reach the
+    # sources (and the cut-off note) when the newest policy is dated 2024.
+    question = _YEAR.sub(" ", question)
+    return max(scorer.best_span(question, p.text)[0] for p in passages) >= threshold
+
+
+def bridge_query(scorer: SupportScorer, question: str, passages: Sequence[Passage], below: float) -> str | None:
+    """A follow-up query for a question that no single source sentence covers, else None.
+
+    In a two-hop question ("the charging pressure of the refrigerant the KFR-35GW uses") the sentence that matches
+    best names the bridge entity (R32) but not the asked fact; searching with the question plus that sentence finds
+    the second document. A sentence that covers the question well needs no second look.
+    """
+    question = _YEAR.sub(" ", question)
+    best, span = 0.0, ""
+    for p in passages:
+        score, sentence = scorer.best_span(question, _rows_as_records(p.text))
+        if score > best:
+            best, span = score, sentence
+    if not span or best >= below:
+        return None
+    return f"{question.strip()} {span}"
 
 
 def _merge(old: list[Passage], new: list[Passage], budget: int) -> list[Passage]:

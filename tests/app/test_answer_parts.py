@@ -10,7 +10,7 @@ from app.admission import Admission
 from app.citations import SupportScorer, check_citations, render_with_markers
 from app.conflicts import find_disagreements
 from app.errors import Overloaded
-from app.pipeline import _cutoff_sentence, _later_than_cutoff, _order_by_date
+from app.pipeline import _cutoff_sentence, _later_than_cutoff, _order_by_date, bridge_query, score_gate
 from app.routing import decide_retrieval, language_of
 from app.text import markers, numbers, split_sentences, strip_markers
 from retrieval.analyzer import Analyzer
@@ -137,3 +137,24 @@ def test_admission_turns_away_beyond_the_queue() -> None:
 def test_admission_checks_arguments() -> None:
     with pytest.raises(ValueError, match="0"):
         Admission(max_active=0, max_waiting=1)
+
+
+def test_score_gate_ignores_the_asked_year() -> None:
+    scorer = SupportScorer(Analyzer())
+    ps = [_passage(1, "w", "The compressor warranty is seven years from the date of purchase.", "2024-03-01")]
+    # "2025" is in no source; the words are: the gate passes so the cut-off statement can be made.
+    assert score_gate(scorer, "What was the compressor warranty in 2025?", ps, 0.34)
+    assert not score_gate(scorer, "Which dishwasher detergent foams least?", ps, 0.34)
+    assert not score_gate(scorer, "What was the compressor warranty in 2025?", [], 0.34)
+
+
+def test_bridge_query_for_a_question_no_sentence_covers() -> None:
+    scorer = SupportScorer(Analyzer())
+    spec = _passage(1, "spec", "| Model | Refrigerant | Factory charge |\n|---|---|---|\n"
+                               "| KFR-26GW | R410A | 0.62 kg |\n| KFR-35GW | R32 | 0.55 kg |")
+    q = "What is the charging pressure for the refrigerant used by the KFR-35GW?"
+    bridge = bridge_query(scorer, q, [spec], 0.75)
+    # The table row, read as a record, names the bridge entity: the second search looks for R32's pressure.
+    assert bridge is not None and "R32" in bridge and "KFR-35GW" in bridge and "R410A" not in bridge
+    covered = _passage(2, "ref", "The charging pressure for the refrigerant used by the KFR-35GW is 0.95 MPa.")
+    assert bridge_query(scorer, q, [spec, covered], 0.75) is None
