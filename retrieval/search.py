@@ -16,6 +16,10 @@ from retrieval.store import SearchFilter
 from retrieval.types import ScoredChunk
 
 
+class UnknownLevel(ValueError):
+    """A search asked for a chunk level the collection was not built with: the caller's mistake, not ours."""
+
+
 class Retriever(Protocol):
     def search(self, query: str, top_k: int = 10) -> list[ScoredChunk]: ...
 
@@ -64,7 +68,7 @@ class HybridRetriever:
         idx.refresh()
         level = p.level if p.level is not None else min(idx.levels)
         if level not in idx.levels:
-            raise ValueError(f"level {level} not in this collection's levels {idx.levels}")
+            raise UnknownLevel(f"level {level} not in this collection's levels {idx.levels}")
         allowed = None if p.filter.is_empty() else self.collection.store.allowed_ids(level, p.filter)
         timings["filter"] = time.perf_counter() - t
         if allowed is not None and len(allowed) == 0:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, File, Form, Request, Response, UploadFile
+from fastapi import APIRouter, Depends, File, Form, Path, Request, Response, UploadFile
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse
 
@@ -39,6 +39,8 @@ def writer(request: Request) -> Access:
 Svc = Annotated[SearchService, Depends(service)]
 Reader = Annotated[Access, Depends(reader)]
 Writer = Annotated[Access, Depends(writer)]
+# Job ids are SQLite INTEGERs: a larger number could not name a job, and SQLite would refuse to even look it up.
+JobId = Annotated[int, Path(ge=1, le=2**63 - 1)]
 
 
 @router.get("/healthz")
@@ -137,7 +139,7 @@ async def upload_documents(
     name: str, request: Request, key: Writer,
     files: Annotated[list[UploadFile], File(description="one or more files")],
     date: Annotated[str | None, Form(description="effective date for these files (YYYY[-MM[-DD]])")] = None,
-    authority: Annotated[float | None, Form(description="authority of these sources")] = None,
+    authority: Annotated[float | None, Form(description="authority of these sources", allow_inf_nan=False)] = None,
 ) -> JSONResponse:
     """Store the files under the collection's upload folder and queue an ingest job: 202 with the job id."""
     from app.uploads import check_extension, save_upload, supported_extensions
@@ -186,7 +188,7 @@ async def jobs(request: Request, key: Reader, status: str | None = None, limit: 
 
 
 @router.get("/jobs/{job_id}", responses=ERRORS)
-async def job(job_id: int, request: Request, key: Reader) -> dict[str, object]:
+async def job(job_id: JobId, request: Request, key: Reader) -> dict[str, object]:
     q = request.app.state.jobs
     j = await run_in_threadpool(q.get, job_id)
     if j is None:

@@ -16,8 +16,33 @@ def _valid_date(v: str | None) -> str | None:
     return v
 
 
-class FilterIn(BaseModel):
+def _valid_unicode(v: object) -> object:
+    # JSON may spell a lone UTF-16 surrogate ("\ud800"); Python keeps it in a str that SQLite, the tokenizers and
+    # the response encoder all refuse with UnicodeEncodeError. Pydantic rejects it in a plain str field, not inside
+    # lists or dicts, so every string of a request body is checked here.
+    if isinstance(v, str):
+        try:
+            v.encode("utf-8")
+        except UnicodeEncodeError as e:
+            raise ValueError("text must be valid Unicode, without lone surrogates (\\ud800-\\udfff)") from e
+    elif isinstance(v, list | tuple):
+        for x in v:
+            _valid_unicode(x)
+    elif isinstance(v, dict):
+        for k, x in v.items():
+            _valid_unicode(k)
+            _valid_unicode(x)
+    return v
+
+
+class RequestBody(BaseModel):
+    """Base of every request body: unknown fields and invalid Unicode are 422."""
+
     model_config = ConfigDict(extra="forbid")
+    _unicode = field_validator("*")(_valid_unicode)
+
+
+class FilterIn(RequestBody):
     doc_ids: list[str] | None = Field(None, max_length=1000)
     source_prefix: str | None = Field(None, max_length=4096)
     date_from: str | None = Field(None, pattern=ISO_DATE)
@@ -29,8 +54,7 @@ class FilterIn(BaseModel):
     _dates = field_validator("date_from", "date_to")(_valid_date)
 
 
-class SearchIn(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+class SearchIn(RequestBody):
     query: str = Field(..., min_length=1, max_length=4000)
     collection: str | None = Field(None, max_length=64)
     top_k: int = Field(10, ge=1, le=100)
@@ -85,14 +109,12 @@ class ErrorOut(BaseModel):
     detail: str
 
 
-class Turn(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+class Turn(RequestBody):
     role: Literal["user", "assistant"]
     content: str = Field(..., max_length=4000)
 
 
-class AskIn(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+class AskIn(RequestBody):
     question: str = Field(..., min_length=1, max_length=2000)
     collection: str | None = Field(None, max_length=64)
     history: list[Turn] = Field(default_factory=list, max_length=20)
