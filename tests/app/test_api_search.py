@@ -28,14 +28,17 @@ def _free_port() -> int:
 
 def _start(data: Path, port: int, extra_env: dict[str, str]) -> subprocess.Popen[bytes]:
     env = dict(os.environ, RAGQA_DATA_DIR=str(data), RAGQA_COLLECTION="kb", PYTHONPATH=str(REPO), **extra_env)
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "app.cli", "serve", "--port", str(port)], env=env,
-        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-    )
+    # The log goes to a file, not a pipe: a server logging many tracebacks would fill an unread pipe and freeze.
+    log = data.parent / f"server-{port}.log"
+    with log.open("wb") as sink:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "app.cli", "serve", "--port", str(port)], env=env,
+            stdout=subprocess.DEVNULL, stderr=sink,
+        )
     deadline = time.time() + 120
     while time.time() < deadline:
         if proc.poll() is not None:
-            raise RuntimeError(proc.stderr.read().decode()[-3000:] if proc.stderr else "server died")
+            raise RuntimeError(log.read_text(errors="replace")[-3000:])
         try:
             if httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=1).status_code == 200:
                 return proc
