@@ -3,7 +3,7 @@
 Prints a table and writes bench/results/ingest.json. The embedding stage is compared with the raw encoder on the same
 texts in the same run: the pipeline should reach >= 90% of it (batching, no per-chunk overhead).
 
-    .venv/bin/python bench/bench_ingest.py [--embedder e5-small] [--limit 5183] [--workers 2]
+    .venv/bin/python bench/bench_ingest.py [--embedder minilm-int8] [--limit 5183] [--workers 2]
 """
 
 from __future__ import annotations
@@ -112,7 +112,7 @@ def bench_files(tmp: Path, embedder_spec: str, chunking: ChunkingSettings, worke
 
 def main() -> None:
     ap = argparse.ArgumentParser()
-    ap.add_argument("--embedder", default="e5-small")
+    ap.add_argument("--embedder", default="minilm-int8")
     ap.add_argument("--limit", type=int, default=5183)
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--skip-files", action="store_true")
