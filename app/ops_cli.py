@@ -18,7 +18,7 @@ from app.settings import Settings
 def add_parsers(sub: Any) -> None:
     pw = sub.add_parser("worker", help="run ingest jobs from the queue (SIGTERM: finish the current file, exit)")
     pw.add_argument("--once", action="store_true", help="process at most one job")
-    pw.add_argument("--exit-when-idle", action="store_true", help="exit when the queue is empty")
+    pw.add_argument("--exit-when-idle", action="store_true", help="exit when no job is queued or running")
     pw.add_argument("--parent-pid", type=int, help=argparse.SUPPRESS)  # set by `ragqa serve`'s embedded worker
     pw.set_defaults(func=cmd_worker)
 

@@ -49,9 +49,9 @@ class Settings(BaseSettings):
     data_dir: Path = Field(Path("data"), description="where collections live")
     collection: str = Field("default", description="collection used when a request names none")
     embedder: str = Field(
-        "minilm-int8",
-        description="embedding model for new collections: minilm, minilm-int8, use-multilingual, e5-small, st:/path "
-        "(measured in docs/benchmarks.md: minilm-int8 for English, use-multilingual for Chinese)",
+        "auto",
+        description="embedding model for new collections: auto, minilm, minilm-int8, use-multilingual, e5-small, "
+        "st:/path; auto picks minilm-int8 for English documents and use-multilingual when there is Chinese among them",
     )
     chunk_levels: tuple[int, ...] = Field((128, 256, 512), description="chunk sizes in tokens")
     chunk_overlap: float = Field(0.15, ge=0.0, lt=0.5)

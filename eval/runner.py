@@ -116,20 +116,26 @@ def build_collection(ds: QADataset | BeirData, data_dir: Path, name: str, embedd
                      chunking: ChunkingSettings, corpus_dir: Path | None = None, workers: int = 1) -> Built:
     """Ingest the data set's documents (incremental: unchanged documents cost a hash) and map sources to doc_ids."""
     from ingest.cli import open_collection
+    from ingest.language import resolve_embedder
     from retrieval.collection import Collection
     from retrieval.embedders import get_embedder
 
     t = time.perf_counter()
     summary: dict[str, int] = {}
     col = Collection(data_dir, name)
+    records = ds.corpus if isinstance(ds, BeirData) else ds.records
     with col.write_lock():
+        texts = [r.text[:2000] for r in list(records)[:200]]
+        if isinstance(ds, QADataset):
+            texts += [f.data[:2000].decode("utf-8", "ignore") for f in ds.files[:50]]
+        folders = list(ds.folders) if isinstance(ds, QADataset) else []
+        embedder_spec = resolve_embedder(data_dir, name, embedder_spec, folders, texts)
         col = open_collection(data_dir, name, get_embedder(embedder_spec), chunking, create=True)
         assert col.manifest is not None
         emb = get_embedder(col.manifest.embedder)
         emb.load()
         ingestor = Ingestor(col, emb, chunking, IngestOptions(workers=workers))
         reports = []
-        records = ds.corpus if isinstance(ds, BeirData) else ds.records
         if records:
             reports.append(ingestor.ingest_records(_progress(records, "ingest")))
         if isinstance(ds, QADataset):

@@ -9,6 +9,7 @@ from pathlib import Path
 
 from ingest.chunking import ChunkingSettings
 from ingest.dates import parse_user_date
+from ingest.language import resolve_embedder
 from ingest.pipeline import FileResult, IngestOptions, Ingestor, IngestReport
 from retrieval.collection import Collection
 from retrieval.embedders import Embedder, get_embedder
@@ -56,7 +57,8 @@ def run(
     name = args.collection or collection
     col = Collection(data_dir, name)
     with col.write_lock():
-        col = open_collection(data_dir, name, get_embedder(embedder_spec), chunking, create=True)
+        spec = resolve_embedder(data_dir, name, embedder_spec, args.paths)
+        col = open_collection(data_dir, name, get_embedder(spec), chunking, create=True)
         assert col.manifest is not None
         embedder = get_embedder(col.manifest.embedder)
         embedder.load()

