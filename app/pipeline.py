@@ -288,6 +288,11 @@ class AnswerPipeline:
             return self._no_answer(state)
         chunks = {c.chunk_id: c for c in self.service.chunks_for(req.collection, state.passages)}
         report = check_citations(text, state.passages, chunks, self.scorer)
+        if report.coverage == 0.0 and not req.allow_model_knowledge:
+            # Not one sentence is backed by the sources: whatever the judge thought, this came from the model's memory
+            # (or was made up), and an honest "not in the knowledge base" is worth more than a fluent guess.
+            state.trace["refused_unsupported"] = report.unsupported
+            return self._no_answer(state)
         body = render_with_markers(report) if state.lang == "en" else render_with_markers(report).replace(" [", "[")
         sep = "" if state.lang == "zh" else " "
         extra, conflicts = self._conflict_notes(state, report.citations, chunks)
