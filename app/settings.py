@@ -51,7 +51,7 @@ class Settings(BaseSettings):
     embedder: str = Field(
         "auto",
         description="embedding model for new collections: auto, minilm, minilm-int8, use-multilingual, e5-small, "
-        "st:/path; auto picks minilm-int8 for English documents and use-multilingual when there is Chinese among them",
+        "st:/path; auto: minilm-int8 for English, use-multilingual for Chinese, e5-small for English with some Chinese",
     )
     chunk_levels: tuple[int, ...] = Field((128, 256, 512), description="chunk sizes in tokens")
     chunk_overlap: float = Field(0.15, ge=0.0, lt=0.5)
