@@ -52,10 +52,10 @@ class SupportScorer:
         self.analyzer = analyzer
         self.threshold = threshold
 
-    def best_span(self, claim: str, source: str) -> tuple[float, str]:
-        """(support score, the source sentence that supports the claim best)."""
+    def best_span(self, claim: str, source: str, ignore: frozenset[str] = frozenset()) -> tuple[float, str]:
+        """(support score, the source sentence that supports the claim best); numbers in `ignore` need no support."""
         words = set(self.analyzer.tokenize(strip_markers(claim)))
-        nums = numbers(claim)
+        nums = numbers(claim) - ignore
         best, span = 0.0, ""
         for s in split_sentences(source) or [source]:
             toks = set(self.analyzer.tokenize(s))
@@ -74,14 +74,17 @@ def check_citations(
     passages: Sequence[Passage],
     chunks_by_id: dict[int, Chunk],
     scorer: SupportScorer,
+    ignore_numbers: frozenset[str] = frozenset(),
 ) -> CitationReport:
+    """Each sentence's citations checked against the cited text. `ignore_numbers`: numbers the answer may state
+    without a source, such as the year a question asks about when the answer says what held as of an earlier date."""
     checks: list[SentenceCheck] = []
     used: dict[int, Citation] = {}
     for sentence in split_sentences(answer):
         wanted = [m for m in markers(sentence) if 1 <= m <= len(passages)]
         kept, dropped = [], []
         for m in wanted:
-            score, span = scorer.best_span(sentence, passages[m - 1].text)
+            score, span = scorer.best_span(sentence, passages[m - 1].text, ignore_numbers)
             if score >= scorer.threshold:
                 kept.append(m)
                 used.setdefault(m, _citation(m, passages[m - 1], span, score, chunks_by_id))
@@ -89,7 +92,7 @@ def check_citations(
                 dropped.append(m)
         added = False
         if not kept and _is_factual(sentence):
-            scored = [(scorer.best_span(sentence, p.text), i + 1) for i, p in enumerate(passages)]
+            scored = [(scorer.best_span(sentence, p.text, ignore_numbers), i + 1) for i, p in enumerate(passages)]
             if scored:
                 (score, span), m = max(scored, key=lambda x: x[0][0])
                 if score >= max(scorer.threshold, 0.6):

@@ -287,7 +287,9 @@ class AnswerPipeline:
         if not text or (_REFUSAL.search(text) and not re.search(r"\[\d+\]", text)):
             return self._no_answer(state)
         chunks = {c.chunk_id: c for c in self.service.chunks_for(req.collection, state.passages)}
-        report = check_citations(text, state.passages, chunks, self.scorer)
+        # The year asked about is answered by the cut-off note added below, not by the sources.
+        asked = frozenset({state.later[0]}) if state.later else frozenset()
+        report = check_citations(text, state.passages, chunks, self.scorer, asked)
         if report.coverage == 0.0 and not req.allow_model_knowledge:
             # Not one sentence is backed by the sources: whatever the judge thought, this came from the model's memory
             # (or was made up), and an honest "not in the knowledge base" is worth more than a fluent guess.

@@ -73,6 +73,12 @@ def test_numbers_must_match_for_support() -> None:
         "The compressor is covered for 7 years [1].", [p], {1: p.hit.chunk}, SupportScorer(Analyzer())
     )
     assert not rep.sentences[0].supported
+    # The year a question asks about needs no source when the answer states what held as of the newest document.
+    p = _passage(2, "w", "The compressor warranty is 7 years from installation.")
+    claim = "The compressor warranty was 7 years in 2025 [1]."
+    assert not check_citations(claim, [p], {2: p.hit.chunk}, SupportScorer(Analyzer())).sentences[0].supported
+    assert check_citations(claim, [p], {2: p.hit.chunk}, SupportScorer(Analyzer()),
+                           frozenset({"2025"})).sentences[0].supported
 
 
 def test_conflict_newer_wins_then_authority() -> None:
