@@ -131,7 +131,9 @@ def test_ask_end_to_end_through_the_adapter(api: str, vllm: dict[str, Any]) -> N
     r = httpx.post(f"{api}/ask", json={"question": QUESTION}, timeout=300)
     assert r.status_code == 200, r.text
     a = r.json()
-    assert a["status"] in ("answered", "partial") and a["answer"]
+    # The random-weight model writes noise: an answer the sources do not support is refused, after generating it.
+    assert a["status"] in ("answered", "partial", "no_answer") and a["answer"]
+    assert a["status"] != "no_answer" or a["trace"]["refused_unsupported"]
     assert a["retrieved"] and "codes.md" in a["retrieved"][0]["source_path"]
     assert a["usage"]["prompt_tokens"] > 0 and a["usage"]["completion_tokens"] > 0
     timings = a["trace"]["timings_ms"]
@@ -183,8 +185,9 @@ def test_streaming(api: str) -> None:
                     deltas.append(payload["text"])
                 event = "message"
     assert len(deltas) > 1 and final is not None
-    assert final["type"] == "final" and final["status"] in ("answered", "partial") and "generate" in (
+    assert final["type"] == "final" and final["status"] in ("answered", "partial", "no_answer") and "generate" in (
         final["trace"]["timings_ms"])
+    assert final["status"] != "no_answer" or final["trace"]["refused_unsupported"]  # noise refused, not a failure
 
 
 def test_our_metrics_count_stages_and_tokens(api: str) -> None:
