@@ -17,7 +17,7 @@ import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -31,6 +31,9 @@ from ingest.pipeline import IngestOptions, Ingestor
 from retrieval.search import HybridRetriever, SearchParams
 from retrieval.store import SearchFilter
 from retrieval.types import ScoredChunk
+
+if TYPE_CHECKING:
+    from retrieval.embedders import Embedder
 
 SEARCH_KEYS = ("mode", "fusion", "rrf_k", "weights", "level", "candidates")
 ASK_KEYS = ("top_k", "max_rounds", "hyde", "multi_query")
@@ -100,6 +103,7 @@ class Built:
     summary: dict[str, int]
     seconds: float
     sources: dict[str, str] = field(default_factory=dict)  # stored source path -> doc_id
+    encoder: Embedder | None = None  # the loaded model, for searching the collection without loading it again
 
     def resolve(self, refs: Sequence[str]) -> list[str]:
         """doc_ids for source references: record keys exactly, file names by their last path component(s)."""
@@ -129,11 +133,8 @@ def build_collection(ds: QADataset | BeirData, data_dir: Path, name: str, embedd
         if isinstance(ds, QADataset):
             texts += [f.data[:2000].decode("utf-8", "ignore") for f in ds.files[:50]]
         folders = list(ds.folders) if isinstance(ds, QADataset) else []
-        embedder_spec = resolve_embedder(data_dir, name, embedder_spec, folders, texts)
-        col = open_collection(data_dir, name, get_embedder(embedder_spec), chunking, create=True)
-        assert col.manifest is not None
-        emb = get_embedder(col.manifest.embedder)
-        emb.load()
+        emb = get_embedder(resolve_embedder(data_dir, name, embedder_spec, folders, texts))
+        col = open_collection(data_dir, name, emb, chunking, create=True)
         ingestor = Ingestor(col, emb, chunking, IngestOptions(workers=workers))
         reports = []
         if records:
@@ -159,7 +160,7 @@ def build_collection(ds: QADataset | BeirData, data_dir: Path, name: str, embedd
         col.close()
     if failed:
         print(f"warning: {len(failed)} documents failed to ingest, e.g. {failed[0]}", file=sys.stderr)
-    return Built(name, emb.name, summary, time.perf_counter() - t, sources)
+    return Built(name, emb.name, summary, time.perf_counter() - t, sources, emb)
 
 
 def _progress(seq: Sequence[Any], desc: str) -> Any:
@@ -551,7 +552,6 @@ def run_retrieval(folder: Path, settings: Any, *, split: str = "test", config: d
     from eval import report
     from retrieval.analyzer import Analyzer
     from retrieval.collection import Collection
-    from retrieval.embedders import get_embedder
 
     t0 = time.perf_counter()
     cfg = config or {}
@@ -570,10 +570,8 @@ def run_retrieval(folder: Path, settings: Any, *, split: str = "test", config: d
     built = build_collection(data, settings.data_dir, name, embedder, chunking)
     print(f"ingest: {built.summary} in {built.seconds:.1f}s", file=sys.stderr)
     col = Collection(settings.data_dir, name).open()
-    assert col.manifest is not None
-    emb = get_embedder(col.manifest.embedder)
-    emb.load()
-    retriever = HybridRetriever(col, emb, Analyzer())
+    assert built.encoder is not None
+    retriever = HybridRetriever(col, built.encoder, Analyzer())
     doc_keys: dict[str, list[str]] = {}
     for src, doc_id in built.sources.items():
         doc_keys.setdefault(doc_id, []).append(src.removeprefix("beir:"))

@@ -31,7 +31,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 def open_collection(
     data_dir: Path, name: str, embedder: Embedder, chunking: ChunkingSettings, create: bool
 ) -> Collection:
-    """Open (or create) a collection, refusing one built with another embedder or chunking."""
+    """Open (or create) a collection, refusing one built with another embedder or chunking.
+
+    `embedder` is loaded here (its dimension goes into the manifest); once the collection is open it is the
+    collection's own model, so callers embed with this same object rather than loading another."""
     embedder.load()
     return Collection(data_dir, name).open(
         embedder=embedder.name, dim=embedder.dim, chunking=chunking.to_manifest(), create=create
@@ -57,11 +60,8 @@ def run(
     name = args.collection or collection
     col = Collection(data_dir, name)
     with col.write_lock():
-        spec = resolve_embedder(data_dir, name, embedder_spec, args.paths)
-        col = open_collection(data_dir, name, get_embedder(spec), chunking, create=True)
-        assert col.manifest is not None
-        embedder = get_embedder(col.manifest.embedder)
-        embedder.load()
+        embedder = get_embedder(resolve_embedder(data_dir, name, embedder_spec, args.paths))
+        col = open_collection(data_dir, name, embedder, chunking, create=True)
         options = IngestOptions(
             effective_date=date, authority=args.authority, metadata=meta, max_bytes=max_bytes,
             workers=args.workers if args.workers is not None else workers, ocr=not args.no_ocr,

@@ -139,11 +139,9 @@ class Worker:
         with self._write_lock(col):
             spec = resolve_embedder(self.config.data_dir, job.collection, self.config.embedder_spec,
                                     [Path(x) for x in job.paths])
-            col = open_collection(self.config.data_dir, job.collection, get_embedder(spec), self.config.chunking,
-                                  create=True)
+            embedder = self._embedder(spec)  # loaded once per worker, not once per job
+            col = open_collection(self.config.data_dir, job.collection, embedder, self.config.chunking, create=True)
             try:
-                assert col.manifest is not None
-                embedder = self._embedder(col.manifest.embedder)
                 options = IngestOptions(
                     effective_date=opts.get("date"), authority=opts.get("authority"),
                     metadata=opts.get("meta") or {},
