@@ -17,11 +17,13 @@ import socket
 import sqlite3
 import threading
 import time
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Sequence
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
+
+from retrieval.sqlite import ThreadConnections
 
 JobStatus = Literal["queued", "running", "done", "failed"]
 STATUSES: tuple[JobStatus, ...] = ("queued", "running", "done", "failed")
@@ -143,7 +145,7 @@ class JobQueue:
             raise ValueError(f"max_attempts must be >= 1, got {max_attempts}")
         self.path = Path(path)
         self.max_attempts = max_attempts
-        self._local = threading.local()
+        self._db = ThreadConnections(self.path, timeout=30)
 
     @classmethod
     def for_data_dir(cls, data_dir: Path, max_attempts: int = 3) -> JobQueue:
@@ -155,31 +157,14 @@ class JobQueue:
         return self
 
     def close(self) -> None:
-        conn = getattr(self._local, "conn", None)
-        if conn is not None:
-            conn.close()
-            self._local.conn = None
+        self._db.close()
 
     def _conn(self) -> sqlite3.Connection:
-        conn = getattr(self._local, "conn", None)
-        if conn is None:
-            conn = sqlite3.connect(self.path, timeout=30, isolation_level=None, check_same_thread=False)
-            conn.execute("PRAGMA journal_mode=WAL")
-            conn.execute("PRAGMA synchronous=FULL")  # a job reported queued or done survives a power loss
-            self._local.conn = conn
-        return conn
+        return self._db.get()
 
-    @contextmanager
-    def _write(self) -> Iterator[sqlite3.Connection]:
+    def _write(self) -> AbstractContextManager[sqlite3.Connection]:
         # IMMEDIATE takes the write lock before reading, so the row a claim picks cannot be picked by another.
-        conn = self._conn()
-        conn.execute("BEGIN IMMEDIATE")
-        try:
-            yield conn
-        except BaseException:
-            conn.execute("ROLLBACK")
-            raise
-        conn.execute("COMMIT")
+        return self._db.immediate()
 
     # ---- producers -------------------------------------------------------------------------------------------------
 

@@ -10,15 +10,15 @@ from __future__ import annotations
 
 import json
 import sqlite3
-import threading
 from collections.abc import Iterable, Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from retrieval.sqlite import ThreadConnections
 from retrieval.types import Chunk, Document
 
 SCHEMA = """
@@ -153,7 +153,7 @@ class Store:
     def __init__(self, path: Path, collection: str) -> None:
         self.path = path
         self.collection = collection
-        self._local = threading.local()
+        self._db = ThreadConnections(path, timeout=60, foreign_keys=True)
 
     def open(self) -> Store:
         conn = self._conn()
@@ -161,32 +161,13 @@ class Store:
         return self
 
     def _conn(self) -> sqlite3.Connection:
-        conn = getattr(self._local, "conn", None)
-        if conn is None:
-            conn = sqlite3.connect(self.path, timeout=60, isolation_level=None, check_same_thread=False)
-            conn.execute("PRAGMA journal_mode=WAL")
-            # FULL: a commit reported done survives power loss, which the crash test relies on.
-            conn.execute("PRAGMA synchronous=FULL")
-            conn.execute("PRAGMA foreign_keys=ON")
-            self._local.conn = conn
-        return conn
+        return self._db.get()
 
     def close(self) -> None:
-        conn = getattr(self._local, "conn", None)
-        if conn is not None:
-            conn.close()
-            self._local.conn = None
+        self._db.close()
 
-    @contextmanager
-    def transaction(self) -> Iterator[sqlite3.Connection]:
-        conn = self._conn()
-        conn.execute("BEGIN IMMEDIATE")
-        try:
-            yield conn
-        except BaseException:
-            conn.execute("ROLLBACK")
-            raise
-        conn.execute("COMMIT")
+    def transaction(self) -> AbstractContextManager[sqlite3.Connection]:
+        return self._db.immediate()
 
     # ---- sources and documents -------------------------------------------------------------------------------------
 
