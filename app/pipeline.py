@@ -160,13 +160,7 @@ class AnswerPipeline:
             if req.hyde:
                 hyde_text = await self._llm_step(state, transforms.hyde(self._complete, query), default="")
             state.timings["transforms"] = state.timings.get("transforms", 0.0) + time.perf_counter() - t
-            t = time.perf_counter()
-            hits = await asyncio.to_thread(self._retrieve, retriever, queries, hyde_text, flt, req.top_k, state)
-            new = await asyncio.to_thread(
-                expand, retriever.collection.store, hits, self.config.context_tokens, self.config.max_passage_tokens
-            )
-            passages = _order_by_date(_merge(passages, new, self.config.context_tokens))
-            state.timings["retrieve"] = state.timings.get("retrieve", 0.0) + time.perf_counter() - t
+            hits, passages = await self._gather(retriever, queries, hyde_text, flt, req.top_k, state, passages)
             gate = score_gate(self.scorer, req.question, passages, self.config.min_lexical_support)
             verdict: dict[str, Any] = {"answerable": gate, "missing": "", "next_query": ""}
             if gate and self.config.judge:
@@ -184,13 +178,7 @@ class AnswerPipeline:
                 if bridge is None or n == req.max_rounds:
                     break
                 # A multi-hop question that one round seemed to answer: look once more, from the bridge sentence.
-                t = time.perf_counter()
-                hits = await asyncio.to_thread(self._retrieve, retriever, [bridge], "", flt, req.top_k, state)
-                new = await asyncio.to_thread(
-                    expand, retriever.collection.store, hits, self.config.context_tokens, self.config.max_passage_tokens
-                )
-                passages = _order_by_date(_merge(passages, new, self.config.context_tokens))
-                state.timings["retrieve"] += time.perf_counter() - t
+                hits, passages = await self._gather(retriever, [bridge], "", flt, req.top_k, state, passages)
                 rounds.append({"round": n + 1, "queries": [bridge], "hits": [h.chunk.chunk_id for h in hits],
                                "bridge": True})
                 break
@@ -213,6 +201,19 @@ class AnswerPipeline:
             notes=notes, question=req.question,
         )
         return prompt, state
+
+    async def _gather(
+        self, retriever: HybridRetriever, queries: Sequence[str], hyde_text: str, flt: SearchFilter, top_k: int,
+        state: _State, passages: list[Passage],
+    ) -> tuple[list[ScoredChunk], list[Passage]]:
+        """One retrieval round: search, grow hits small-to-big, add them to the evidence (newest version first)."""
+        t = time.perf_counter()
+        hits = await asyncio.to_thread(self._retrieve, retriever, queries, hyde_text, flt, top_k, state)
+        new = await asyncio.to_thread(
+            expand, retriever.collection.store, hits, self.config.context_tokens, self.config.max_passage_tokens
+        )
+        state.timings["retrieve"] = state.timings.get("retrieve", 0.0) + time.perf_counter() - t
+        return hits, _order_by_date(_merge(passages, new, self.config.context_tokens))
 
     def _retrieve(
         self, retriever: HybridRetriever, queries: Sequence[str], hyde_text: str, flt: SearchFilter, top_k: int,
