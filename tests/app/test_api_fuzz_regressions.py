@@ -16,7 +16,7 @@ from ingest.chunking import ChunkingSettings
 from ingest.pipeline import IngestOptions, Ingestor
 from retrieval.collection import Collection
 from retrieval.embedders import Embedder
-from tests.app.test_api_search import _free_port, _start
+from tests.support import free_port, start_server
 
 pytestmark = pytest.mark.slow
 # Nothing listens there: no request here needs an answer from the LLM.
@@ -40,8 +40,8 @@ def server(tmp_path_factory: pytest.TempPathFactory, embedder: Embedder, chunkin
     )
     Ingestor(col, embedder, chunking, IngestOptions(workers=0)).ingest_paths([corpus])
     col.close()
-    port = _free_port()
-    proc = _start(root / "data", port, {"RAGQA_LLM_BASE_URL": FAKE_LLM_URL, "RAGQA_EMBEDDED_WORKER": "false"})
+    port = free_port()
+    proc = start_server(root / "data", port, {"RAGQA_LLM_BASE_URL": FAKE_LLM_URL, "RAGQA_EMBEDDED_WORKER": "false"})
     yield f"http://127.0.0.1:{port}"
     proc.terminate()
     proc.wait(timeout=30)

@@ -4,31 +4,24 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import subprocess
 import sys
 import time
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 
+from tests.support import REPO, free_port
+
 pytestmark = pytest.mark.slow
-REPO = Path(__file__).resolve().parents[2]
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
     root = tmp_path_factory.mktemp("jobs-api")
-    data, log_path, port = root / "data", root / "serve.log", _free_port()
+    data, log_path, port = root / "data", root / "serve.log", free_port()
     env = dict(
         os.environ, RAGQA_DATA_DIR=str(data), RAGQA_COLLECTION="kb", RAGQA_EMBEDDER="minilm-int8",
         RAGQA_CHUNK_LEVELS="[64, 256]", RAGQA_MAX_FILE_MB="1", RAGQA_JOB_POLL_S="0.2", PYTHONPATH=str(REPO),

@@ -17,7 +17,7 @@ from pydantic import ValidationError
 from app.settings import Settings
 from ingest.pipeline import IngestOptions, Ingestor
 from retrieval.collection import Collection
-from tests.app.test_api_search import REPO, _free_port, _start
+from tests.support import REPO, free_port, start_server
 
 # A fake LLM server: nothing listens there and the client connects lazily. Every /ask here is refused before any
 # LLM work, or asks for sources only (degrade_to_retrieval), so no test needs a model.
@@ -60,8 +60,8 @@ def data_dir(tmp_path_factory: pytest.TempPathFactory, embedder, chunking) -> Pa
 @pytest.fixture(scope="module")
 def base(data_dir: Path) -> Iterator[str]:
     """The default collection is "kb"; no worker runs, so uploaded jobs stay queued for the job tests."""
-    port = _free_port()
-    proc = _start(data_dir, port, {
+    port = free_port()
+    proc = start_server(data_dir, port, {
         "RAGQA_API_KEYS": json.dumps(KEYS), "RAGQA_LLM_BASE_URL": FAKE_LLM_URL, "RAGQA_EMBEDDED_WORKER": "false",
         "RAGQA_LOG_LEVEL": "WARNING",  # stderr is a pipe nobody reads: keep it from filling up
     })

@@ -2,11 +2,6 @@
 
 from __future__ import annotations
 
-import os
-import socket
-import subprocess
-import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -15,37 +10,9 @@ import pytest
 
 from ingest.pipeline import IngestOptions, Ingestor
 from retrieval.collection import Collection
+from tests.support import free_port, start_server
 
 pytestmark = pytest.mark.slow
-REPO = Path(__file__).resolve().parents[2]
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def _start(data: Path, port: int, extra_env: dict[str, str]) -> subprocess.Popen[bytes]:
-    env = dict(os.environ, RAGQA_DATA_DIR=str(data), RAGQA_COLLECTION="kb", PYTHONPATH=str(REPO), **extra_env)
-    # The log goes to a file, not a pipe: a server logging many tracebacks would fill an unread pipe and freeze.
-    log = data.parent / f"server-{port}.log"
-    with log.open("wb") as sink:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "app.cli", "serve", "--port", str(port)], env=env,
-            stdout=subprocess.DEVNULL, stderr=sink,
-        )
-    deadline = time.time() + 120
-    while time.time() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(log.read_text(errors="replace")[-3000:])
-        try:
-            if httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=1).status_code == 200:
-                return proc
-        except httpx.HTTPError:
-            time.sleep(0.2)
-    proc.kill()
-    raise RuntimeError("server did not start in 120 s")
 
 
 @pytest.fixture(scope="module")
@@ -68,8 +35,8 @@ def data_dir(tmp_path_factory: pytest.TempPathFactory, embedder, chunking) -> Pa
 
 @pytest.fixture(scope="module")
 def server(data_dir: Path) -> Iterator[str]:
-    port = _free_port()
-    proc = _start(data_dir, port, {})
+    port = free_port()
+    proc = start_server(data_dir, port, {})
     yield f"http://127.0.0.1:{port}"
     proc.terminate()
     proc.wait(timeout=30)
@@ -107,8 +74,8 @@ def test_filters_and_listing(server: str) -> None:
 
 
 def test_api_keys_guard_every_endpoint(data_dir: Path) -> None:
-    port = _free_port()
-    proc = _start(data_dir, port, {"RAGQA_API_KEYS": '{"ops": "s3cret-key"}'})
+    port = free_port()
+    proc = start_server(data_dir, port, {"RAGQA_API_KEYS": '{"ops": "s3cret-key"}'})
     try:
         base = f"http://127.0.0.1:{port}"
         assert httpx.post(f"{base}/search", json={"query": "E4"}, timeout=30).status_code == 401

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -21,17 +20,13 @@ from typing import Any
 import httpx
 import pytest
 
+from tests.support import REPO, free_port
+
 pytestmark = [pytest.mark.vllm, pytest.mark.slow]
-REPO = Path(__file__).resolve().parents[2]
+
 VENV = REPO / ".venv-vllm"
 KEY = "test-key-123"
 QUESTION = "What does fault code E4 mean on the air conditioner?"
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def _wait_http(url: str, proc: subprocess.Popen[bytes], log: Path, timeout: float, **kw: Any) -> None:
@@ -64,7 +59,7 @@ def tiny(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="module")
 def vllm(tiny: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
-    port, log = _free_port(), tmp_path_factory.mktemp("vllm") / "vllm.log"
+    port, log = free_port(), tmp_path_factory.mktemp("vllm") / "vllm.log"
     cmd = [
         str(VENV / "bin" / "python"), "-m", "vllm.entrypoints.openai.api_server",
         "--model", str(tiny / "model"), "--enable-lora", "--lora-modules", f"ragqa={tiny / 'adapter'}",
@@ -104,7 +99,7 @@ def api(vllm: dict[str, Any], tmp_path_factory: pytest.TempPathFactory, embedder
                                                chunking=chunking.to_manifest(), create=True)
     Ingestor(col, embedder, chunking, IngestOptions(workers=0)).ingest_paths([corpus])
     col.close()
-    port, log = _free_port(), root / "serve.log"
+    port, log = free_port(), root / "serve.log"
     env = dict(os.environ, RAGQA_DATA_DIR=str(root / "data"), RAGQA_COLLECTION="kb", PYTHONPATH=str(REPO),
                RAGQA_LLM_BASE_URL=f"{vllm['base']}/v1", RAGQA_LLM_MODEL="ragqa", RAGQA_LLM_API_KEY=KEY,
                RAGQA_EMBEDDED_WORKER="false", RAGQA_LLM_TIMEOUT_S="120")

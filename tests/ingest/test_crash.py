@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import signal
-import sqlite3
 import subprocess
 import sys
 import time
@@ -13,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from retrieval.collection import Collection
+from tests.support import committed_sources
 
 pytestmark = pytest.mark.slow
 
@@ -40,16 +40,6 @@ def _env(data: Path) -> dict[str, str]:
         PYTHONPATH=str(Path(__file__).resolve().parents[2]),
     )
     return env
-
-
-def _sources(db: Path) -> int:
-    if not db.exists():
-        return 0
-    try:
-        with sqlite3.connect(db, timeout=1) as conn:
-            return int(conn.execute("SELECT count(*) FROM sources").fetchone()[0])
-    except sqlite3.Error:
-        return 0
 
 
 def _state(data: Path) -> tuple[list[tuple[str, str]], dict[int, tuple[int, int, int]]]:
@@ -83,7 +73,7 @@ def test_kill_9_at_any_point_then_rerun_equals_one_clean_run(tmp_path: Path) -> 
             _ingest_cmd(crashed, corpus), env=_env(crashed), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
         )
         deadline = time.time() + 300
-        while _sources(db) < wait_for_sources and proc.poll() is None and time.time() < deadline:
+        while committed_sources(db) < wait_for_sources and proc.poll() is None and time.time() < deadline:
             time.sleep(0.02)
         if wait_for_sources == 0:
             time.sleep(1.0)

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import signal
-import sqlite3
 import subprocess
 import sys
 import time
@@ -15,6 +14,7 @@ import pytest
 
 from ingest.jobs import JobQueue
 from retrieval.collection import Collection
+from tests.support import committed_sources
 
 pytestmark = pytest.mark.slow
 REPO = Path(__file__).resolve().parents[2]
@@ -49,14 +49,7 @@ def _wait(pred: Callable[[], bool], timeout: float, what: str) -> None:
 
 
 def _sources(data: Path, name: str) -> int:
-    db = data / "collections" / name / "store.sqlite"
-    if not db.exists():
-        return 0
-    try:
-        with sqlite3.connect(db, timeout=1) as conn:
-            return int(conn.execute("SELECT count(*) FROM sources").fetchone()[0])
-    except sqlite3.Error:
-        return 0
+    return committed_sources(data / "collections" / name / "store.sqlite")
 
 
 def _state(data: Path, name: str) -> tuple[list[str], dict[int, tuple[int, int, int]]]:
