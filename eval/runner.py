@@ -16,6 +16,7 @@ import sys
 import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field, fields, replace
+from itertools import chain, islice
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -129,9 +130,10 @@ def build_collection(ds: QADataset | BeirData, data_dir: Path, name: str, embedd
     col = Collection(data_dir, name)
     records = ds.corpus if isinstance(ds, BeirData) else ds.records
     with col.write_lock():
-        texts = [r.text[:2000] for r in list(records)[:200]]
-        if isinstance(ds, QADataset):
-            texts += [f.data[:2000].decode("utf-8", "ignore") for f in ds.files[:50]]
+        # A generator: read only if "auto" has a new collection to decide for.
+        files = ds.files[:50] if isinstance(ds, QADataset) else ()
+        texts = chain((r.text[:2000] for r in islice(records, 200)),
+                      (f.data[:2000].decode("utf-8", "ignore") for f in files))
         folders = list(ds.folders) if isinstance(ds, QADataset) else []
         emb = get_embedder(resolve_embedder(data_dir, name, embedder_spec, folders, texts))
         col = open_collection(data_dir, name, emb, chunking, create=True)
