@@ -2,7 +2,8 @@
 
 Starts `ragqa serve` (which starts llama.cpp with the bundled model) over a collection of examples/corpus, asks the
 answerable questions of examples/questions.jsonl, and reports p50/p95 per stage from each answer's trace, the LLM's
-tokens/s, and the share of time spent outside the LLM.
+tokens/s, and the share of time spent outside the LLM. While each concurrency level runs, a thread polls GET /healthz
+every 0.25 s: it must stay fast however many /ask requests are in flight.
 
     .venv/bin/python bench/bench_ask.py [--data DIR] [--concurrency 1 4 16] [--questions 8]
 """
@@ -15,6 +16,7 @@ import os
 import socket
 import subprocess
 import sys
+import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -23,6 +25,10 @@ from typing import Any
 import httpx
 
 REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from bench.common import machine, write_results  # noqa: E402
+
 LLM_STAGES = ("judge", "generate", "rewrite", "transforms")
 
 
@@ -63,11 +69,45 @@ def _ask(base: str, q: str) -> dict[str, Any]:
     return {"status": r.status_code, "wall": wall, "trace": body.get("trace", {}), "usage": body.get("usage", {})}
 
 
+class _HealthPoller(threading.Thread):
+    """GET /healthz every `every` seconds until stopped; keeps each latency (or the error)."""
+
+    def __init__(self, base: str, every: float = 0.25) -> None:
+        super().__init__(daemon=True)
+        self.base, self.every = base, every
+        self.ms: list[float] = []
+        self.errors: list[str] = []
+        self._stop = threading.Event()
+
+    def run(self) -> None:
+        with httpx.Client(timeout=10) as client:
+            while not self._stop.wait(self.every):
+                t = time.perf_counter()
+                try:
+                    r = client.get(f"{self.base}/healthz")
+                    if r.status_code != 200:
+                        self.errors.append(f"HTTP {r.status_code}")
+                    else:
+                        self.ms.append((time.perf_counter() - t) * 1000)
+                except httpx.HTTPError as e:
+                    self.errors.append(repr(e))
+
+    def stop(self) -> dict[str, Any]:
+        self._stop.set()
+        self.join()
+        return {"polls": len(self.ms) + len(self.errors), "errors": len(self.errors),
+                "p50_ms": round(_pct(self.ms, 0.5), 1), "p95_ms": round(_pct(self.ms, 0.95), 1),
+                "max_ms": round(max(self.ms), 1) if self.ms else None}
+
+
 def run(base: str, questions: list[str], concurrency: int) -> dict[str, Any]:
+    poller = _HealthPoller(base)
+    poller.start()
     t = time.perf_counter()
     with ThreadPoolExecutor(max_workers=concurrency) as pool:
         results = list(pool.map(lambda q: _ask(base, q), questions))
     elapsed = time.perf_counter() - t
+    health = poller.stop()
     ok = [r for r in results if r["status"] == 200]
     stages: dict[str, list[float]] = {}
     for r in ok:
@@ -86,6 +126,8 @@ def run(base: str, questions: list[str], concurrency: int) -> dict[str, Any]:
                    for k, v in sorted(stages.items())},
         "outside_llm_share": round(1 - sum(llm) / sum(totals), 4) if sum(totals) else None,
         "completion_tokens_per_s_incl_prompt": round(gen_tokens / gen_time, 2) if gen_time else None,
+        "outside_llm_p50_ms": round(_pct([tt - x for tt, x in zip(totals, llm, strict=True)], 0.5) * 1000, 1),
+        "healthz": health,
     }
 
 
@@ -103,7 +145,8 @@ def main() -> None:
     proc, base = _serve(args.data, args.data / "serve.log")
     try:
         _ask(base, questions[0])  # warm-up: model load, first prompt
-        out = {"cpus": os.cpu_count(), "load_avg_start": os.getloadavg(), "runs": []}
+        out: dict[str, Any] = {"machine": machine(), "command": "bench/bench_ask.py " + " ".join(sys.argv[1:]),
+                               "load_avg_start": os.getloadavg(), "runs": []}
         for c in args.concurrency:
             qset = (questions * ((c + len(questions) - 1) // len(questions)))[: max(c, len(questions))]
             out["runs"].append(run(base, qset, c))
@@ -112,16 +155,16 @@ def main() -> None:
         proc.terminate()
         proc.wait(timeout=60)
     print("| concurrency | ok/requests | wall p50 s | wall p95 s | retrieve p50 ms | judge p50 ms | generate p50 ms "
-          "| outside LLM |")
-    print("|---|---|---|---|---|---|---|---|")
+          "| outside LLM p50 ms | outside LLM share | /healthz p50 / max ms |")
+    print("|---|---|---|---|---|---|---|---|---|---|")
     for r in out["runs"]:
-        st = r["stages"]
+        st, h = r["stages"], r["healthz"]
+        share = f"{r['outside_llm_share']:.1%}" if r["outside_llm_share"] is not None else "-"
         print(f"| {r['concurrency']} | {r['ok']}/{r['requests']} | {r['wall_p50_s']} | {r['wall_p95_s']} | "
               f"{st.get('retrieve', {}).get('p50_ms')} | {st.get('judge', {}).get('p50_ms')} | "
-              f"{st.get('generate', {}).get('p50_ms')} | {r['outside_llm_share']:.1%} |")
-    dest = REPO / "bench" / "results" / "ask.json"
-    dest.write_text(json.dumps(out, indent=2))
-    print(f"wrote {dest}")
+              f"{st.get('generate', {}).get('p50_ms')} | {r['outside_llm_p50_ms']} | {share} | "
+              f"{h['p50_ms']} / {h['max_ms']} ({h['errors']} errors) |")
+    print(f"wrote {write_results('ask', out)}")
 
 
 if __name__ == "__main__":

@@ -51,8 +51,6 @@ from retrieval.fusion import rrf  # noqa: E402
 from retrieval.search import HybridRetriever, SearchParams  # noqa: E402
 from retrieval.types import ScoredChunk  # noqa: E402
 
-DEFAULT_LLM = Path("/tmp/llm_dev_cache/qwen2.5-coder-0.5b-instruct-q4_k_m.gguf")
-
 
 def fusion_grid(level: int) -> list[tuple[str, SearchParams]]:
     base = SearchParams(level=level)
@@ -165,8 +163,6 @@ def llm_expansions(qids: Sequence[str], data: RetrievalSet, model: Path, cache: 
     todo = [q for q in qids if q not in done]
     if not todo:
         return done
-    if not model.is_file():
-        sys.exit(f"LLM model {model} not found: pass --llm-model, or --llm-limit 0 to skip HyDE and multi-query")
     with EmbeddedLLMServer(model, n_ctx=2048, n_threads=2) as srv:
         client = srv.client(timeout=600.0)
 
@@ -187,10 +183,24 @@ def llm_expansions(qids: Sequence[str], data: RetrievalSet, model: Path, cache: 
     return done
 
 
+def _llm_file(name_or_path: str) -> Path:
+    """A bundled model's name (assembled and sha256-checked like `ragqa models prepare` does) or a GGUF path."""
+    from app.llm.assets import MODELS, default_cache_dir, ensure_model
+
+    if name_or_path in MODELS:
+        return ensure_model(name_or_path, default_cache_dir())  # type: ignore[arg-type]
+    path = Path(name_or_path)
+    if not path.is_file():
+        sys.exit(f"LLM model {path} not found: pass --llm-model NAME|GGUF, or --llm-limit 0 to skip HyDE and "
+                 f"multi-query (bundled names: {sorted(MODELS)})")
+    return path
+
+
 def run_llm(args: argparse.Namespace, data: RetrievalSet, spec: str, params: SearchParams) -> dict[str, Any]:
     qids = sorted(random.Random(args.seed).sample(sorted(data.queries), min(args.llm_limit, len(data.queries))))
-    cache = args.cache_dir / f"llm-{args.llm_model.stem}-{data.name}.json"
-    exp = llm_expansions(qids, data, args.llm_model, cache)
+    model = _llm_file(args.llm_model)
+    cache = args.cache_dir / f"llm-{model.stem}-{data.name}.json"
+    exp = llm_expansions(qids, data, model, cache)
     ev, emb, _ = open_evaluator(args, data, spec)
     hyde_vecs = {q: emb.embed_documents([exp[q]["hyde"]])[0] for q in qids if exp[q]["hyde"]}
 
@@ -221,7 +231,7 @@ def run_llm(args: argparse.Namespace, data: RetrievalSet, spec: str, params: Sea
         r["vs_hybrid"] = paired_bootstrap(rows[0]["per_query_ndcg10"], r["per_query_ndcg10"])
     ev.retriever.collection.close()
     secs = {k: float(np.median([exp[q][k] for q in qids])) for k in ("hyde_s", "multi_s")}
-    return {"model": args.llm_model.name, "seed": args.seed, "rows": rows, "median_llm_seconds": secs,
+    return {"model": model.name, "seed": args.seed, "rows": rows, "median_llm_seconds": secs,
             "examples": {q: exp[q] for q in qids[:3]}}
 
 
@@ -264,7 +274,8 @@ def main() -> None:
     ap.add_argument("--skip-scifact", action="store_true")
     ap.add_argument("--skip-chinese", action="store_true")
     ap.add_argument("--llm-limit", type=int, default=None, help="claims for HyDE / multi-query (default 100; 0: skip)")
-    ap.add_argument("--llm-model", type=Path, default=DEFAULT_LLM)
+    ap.add_argument("--llm-model", default="qwen2.5-1.5b", help="bundled model name or a GGUF path (default: the "
+                    "embedded default)")
     ap.add_argument("--llm-embedder", default=None, help="embedder for the LLM rows (default: best hybrid)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--quick", action="store_true", help="smoke run: 300-document sample, 40 claims, two models")

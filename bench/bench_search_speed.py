@@ -72,18 +72,22 @@ def collection_name(embedder: str, n: int, quick: bool) -> str:
     return f"speed-{embedder}-{n}{'-quick' if quick else ''}"
 
 
-def ensure_built(args: argparse.Namespace, emb: Embedder, n: int) -> dict[str, Any]:
-    name = collection_name(emb.name, n, args.quick)
-    root = args.cache_dir / "collections" / name
-    if root.exists() and (root / "bench_build.json").exists() and not args.rebuild:
+def ensure_built(
+    cache_dir: Path, emb: Embedder, n: int, *, quick: bool = False, source: str | None = None, copy_cos: float = 0.9,
+    seed: int = 0, rebuild: bool = False,
+) -> dict[str, Any]:
+    """The n-chunk collection (its build facts), built from the SciFact one (ingested first if missing) unless cached.
+    The framework and update benchmarks call this too, so each runs from a fresh clone as one command."""
+    name = collection_name(emb.name, n, quick)
+    root = cache_dir / "collections" / name
+    if root.exists() and (root / "bench_build.json").exists() and not rebuild:
         return {**json.loads((root / "bench_build.json").read_text()), "cached": True}
-    Collection(args.cache_dir, name).drop()
-    src = source_collection(args.cache_dir, emb, args.quick, args.source)
+    Collection(cache_dir, name).drop()
+    src = source_collection(cache_dir, emb, quick, source)
     chunks = source_chunks(src)
     src.close()
     load0 = loadavg()
-    col, info = build(args.cache_dir, name, emb.name, emb.dim,
-                      scaled_documents(chunks, n, args.copy_cos, args.seed))
+    col, info = build(cache_dir, name, emb.name, emb.dim, scaled_documents(chunks, n, copy_cos, seed))
     col.close()
     return {**info, "source_chunks": len(chunks), "loadavg_build": [load0, loadavg()], "cached": False}
 
@@ -193,7 +197,8 @@ def main() -> None:
     rows, out = [], {"machine": machine(), "command": " ".join(sys.argv), "embedder": args.embedder,
                      "copy_cos": args.copy_cos, "sizes": {}}
     for n in sorted(args.sizes):
-        built = ensure_built(args, emb, n)
+        built = ensure_built(args.cache_dir, emb, n, quick=args.quick, source=args.source, copy_cos=args.copy_cos,
+                             seed=args.seed, rebuild=args.rebuild)
         cmd = [sys.executable, __file__, "--measure", str(n), "--embedder", args.embedder, "--cache-dir",
                str(args.cache_dir), "--queries", str(args.queries), "--max-load", str(args.max_load),
                "--max-wait", str(args.max_wait)] + (["--quick"] if args.quick else [])

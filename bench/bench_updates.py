@@ -28,7 +28,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench.bench_search_speed import collection_name  # noqa: E402
+from bench.bench_search_speed import collection_name, ensure_built  # noqa: E402
 from bench.common import find_source, loadavg, machine, md_table, require, write_results  # noqa: E402
 from bench.scaled import LEVEL, scaled_documents, source_chunks  # noqa: E402
 from ingest.pipeline import IngestOptions, Ingestor, Record, _contextualize  # noqa: E402
@@ -165,9 +165,9 @@ def main() -> None:
     emb.load()
     name = collection_name(emb.name, args.size, args.quick)
     root = args.cache_dir / "collections"
+    ensure_built(args.cache_dir, emb, args.size, quick=args.quick, source=args.source)  # cached, or built now
     source = find_source(args.cache_dir, emb.name, args.source, args.quick)
-    if not (root / name).is_dir() or not source:
-        sys.exit(f"run bench_search_speed.py{' --quick' if args.quick else ''} first: no {root / name}")
+    assert source is not None
     tmp = Path(tempfile.mkdtemp(prefix="ragqa-updates-"))
     try:
         shutil.copytree(root / name, tmp / "collections" / name)
