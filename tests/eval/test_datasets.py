@@ -8,58 +8,32 @@ from pathlib import Path
 import pytest
 
 from eval.datasets import DatasetOptions, load_beir, load_dataset, select, tatqa_html
+from tests.eval import tiny_datasets as tiny
 
 REPO = Path(__file__).resolve().parents[2]
 
 
-def _write(path: Path, data: object) -> Path:
-    path.write_text(json.dumps(data, ensure_ascii=False), encoding="utf-8")
-    return path
-
-
-def _squad(tmp_path: Path) -> Path:
-    return _write(tmp_path / "dev.json", {"version": "v2.0", "data": [{"title": "Normans", "paragraphs": [
-        {"context": "The Normans gave their name to Normandy, a region in France.", "qas": [
-            {"question": "In what country is Normandy located?", "id": "q1", "is_impossible": False,
-             "answers": [{"text": "France", "answer_start": 55}, {"text": "France", "answer_start": 55}]},
-            {"question": "Who gave their name to France?", "id": "q2", "is_impossible": True, "answers": [],
-             "plausible_answers": [{"text": "Normans", "answer_start": 4}]}]},
-        {"context": "Rollo was their first ruler.", "qas": [
-            {"question": "Who was the first Norman ruler?", "id": "q3", "is_impossible": False,
-             "answers": [{"text": "Rollo", "answer_start": 0}]}]}]}]})
-
-
 def test_squad2(tmp_path: Path) -> None:
-    ds = load_dataset(f"squad2:{_squad(tmp_path)}")
+    ds = load_dataset(f"squad2:{tiny.squad2(tmp_path)}")
     assert ds.name == "squad2-dev" and len(ds.records) == 1
     assert ds.records[0].key == "squad2:Normans" and "Rollo was" in ds.records[0].text
     q1, q2, q3 = ds.items
     assert q1.answers == ("France",) and not q1.unanswerable and q1.gold_sources == ("squad2:Normans",)
     assert q2.unanswerable and q2.answers == () and q2.categories["answerable"] == "no" and q2.gold_sources == ()
     assert q1.scope == () and q3.rule == "span" and q3.lang == "en"
-    scoped = load_dataset(f"squad2:{_squad(tmp_path)}", DatasetOptions(scope="doc"))
+    scoped = load_dataset(f"squad2:{tiny.squad2(tmp_path)}", DatasetOptions(scope="doc"))
     assert scoped.items[0].scope == ("squad2:Normans",)
 
 
 def test_cmrc_is_chinese_squad(tmp_path: Path) -> None:
-    path = _write(tmp_path / "cmrc.json", {"version": "v1.0", "data": [{"id": "TRIAL_800", "title": "泡泡战士",
-        "paragraphs": [{"id": "TRIAL_800", "context": "生命数耗完即算为踢爆。", "qas": [
-            {"question": "生命数耗完即算为什么？", "id": "TRIAL_800_QUERY_0",
-             "answers": [{"text": "踢爆", "answer_start": 8}]}]}]}]})
+    path = tiny.cmrc(tmp_path)
     ds = load_dataset(f"cmrc:{path}")
     assert ds.records[0].key == "cmrc:TRIAL_800" and ds.records[0].title == "泡泡战士"
     assert ds.items[0].lang == "zh" and ds.items[0].answers == ("踢爆",) and not ds.items[0].unanswerable
 
 
-def _rgb_line(i: int) -> dict[str, object]:
-    return {"id": i, "query": f"question {i}", "answer": ["12人"],
-            "positive": [f"pos {i} {k} 造成12人死亡。" for k in range(3)],
-            "negative": [f"neg {i} {k} 其他新闻。" for k in range(4)]}
-
-
 def test_rgb_noise_and_rejection(tmp_path: Path) -> None:
-    path = tmp_path / "zh_refine.json"
-    path.write_text("\n".join(json.dumps(_rgb_line(i), ensure_ascii=False) for i in range(2)), encoding="utf-8")
+    path = tiny.rgb_zh(tmp_path)
     ds = load_dataset(f"rgb:{path}", DatasetOptions(noise_ratios=(0.4, 1.0), passages=5))
     by_id = {i.id: i for i in ds.items}
     noisy, reject = by_id["0@0.4"], by_id["0@1"]
@@ -79,11 +53,7 @@ def test_rgb_noise_and_rejection(tmp_path: Path) -> None:
 
 
 def test_rgb_counterfactual_and_integration(tmp_path: Path) -> None:
-    fact = tmp_path / "en_fact.json"
-    fact.write_text(json.dumps({"id": 0, "query": "Super Bowl 2021 location", "answer": "Tampa, Florida",
-                                "fakeanswer": "Glendale, Arizona", "positive": ["It was in Tampa, Florida."] * 3,
-                                "positive_wrong": [f"It was in Glendale, Arizona ({k})." for k in range(3)],
-                                "negative": ["Other news.", "More news."]}), encoding="utf-8")
+    fact = tiny.rgb_fact(tmp_path)
     ds = load_dataset(f"rgb:{fact}", DatasetOptions(noise_ratios=(0.4,), passages=5))
     item = ds.items[0]
     texts = [r.text for r in ds.records]
@@ -98,24 +68,8 @@ def test_rgb_counterfactual_and_integration(tmp_path: Path) -> None:
     assert it.categories["set"] == "integration" and it.answers == ("Ann", "Bob") and len(it.scope) == 5
 
 
-def _tatqa(tmp_path: Path) -> Path:
-    return _write(tmp_path / "tatqa_dev.json", [{
-        "table": {"uid": "3ffd9053-a45d-491c-957a", "table": [
-            ["", "", "Years Ended September 30,", ""], ["", "2019", "2018", "2017"],
-            ["Fixed Price", "$  1,452.4", "$  1,146.2", "$  1,036.9"], ["Other", "44.1", "56.7", "70.8"]]},
-        "paragraphs": [{"uid": "p2", "order": 2, "text": "The table below presents sales (in millions):"},
-                       {"uid": "p1", "order": 1, "text": "Sales by Contract Type: mostly fixed-price."}],
-        "questions": [
-            {"uid": "a1", "question": "What is the change in Other in 2019 from 2018?", "answer": -12.6,
-             "answer_type": "arithmetic", "answer_from": "table", "scale": "million", "derivation": "44.1-56.7"},
-            {"uid": "a2", "question": "What are the contract types?", "answer": ["fixed-price", "other"],
-             "answer_type": "multi-span", "answer_from": "text", "scale": ""},
-            {"uid": "a3", "question": "What is the fixed price in 2019?", "answer": ["$  1,452.4"],
-             "answer_type": "span", "answer_from": "table-text", "scale": "million"}]}])
-
-
 def test_tatqa_renders_real_documents(tmp_path: Path) -> None:
-    ds = load_dataset(f"tatqa:{_tatqa(tmp_path)}")
+    ds = load_dataset(f"tatqa:{tiny.tatqa(tmp_path)}")
     assert [f.name for f in ds.files] == ["tatqa-3ffd9053-a45d.html"] and not ds.records
     page = ds.files[0].data.decode()
     assert "<th>2019</th>" in page and "<td>Fixed Price</td>" in page and "<th>Years Ended September 30,</th>" in page
@@ -126,7 +80,7 @@ def test_tatqa_renders_real_documents(tmp_path: Path) -> None:
     assert a1.categories == {"answer_from": "table", "scale": "million", "answer_type": "arithmetic"}
     assert a2.categories["scale"] == "none"
     assert a1.scope == a1.gold_sources == ("tatqa-3ffd9053-a45d.html",)  # reading the question's own report
-    assert load_dataset(f"tatqa:{_tatqa(tmp_path)}", DatasetOptions(scope="corpus")).items[0].scope == ()
+    assert load_dataset(f"tatqa:{tiny.tatqa(tmp_path)}", DatasetOptions(scope="corpus")).items[0].scope == ()
 
 
 @pytest.mark.slow  # imports the parsers
@@ -141,18 +95,7 @@ def test_tatqa_html_goes_through_our_table_parser(tmp_path: Path) -> None:
 
 
 def test_freshqa_reads_csv_and_every_wiki_page(tmp_path: Path) -> None:
-    wiki = tmp_path / "wiki_docs"
-    wiki.mkdir()
-    (wiki / "Prime_Minister_of_Canada.txt").write_text("Title: Prime_Minister_of_Canada\nThe prime minister ...")
-    (wiki / ".NET.txt").write_text("Title: .NET\n.NET is a framework.")
-    csv_path = tmp_path / "freshqa_dev.csv"
-    csv_path.write_text(
-        "id,split,question,effective_year,next_review,false_premise,num_hops,fact_type,source,answer_0,answer_1,"
-        "answer_2,note\n"
-        "500,DEV,Who is the current Canadian president?,before 2022,occasionally,TRUE,one-hop,slow-changing,"
-        "https://en.wikipedia.org/wiki/Prime_Minister_of_Canada#:~:text=x,Canada has no president.,,,\n"
-        "543,DEV,How many Fields medalists from Princeton? ,2022,2026,FALSE,one-hop,fast-changing,"
-        "\"https://www.princeton.edu/x\nhttps://en.wikipedia.org/wiki/Fields_Medal\",9,nine,,\n")
+    csv_path = tiny.freshqa(tmp_path)
     ds = load_dataset(f"freshqa:{csv_path}", DatasetOptions(as_of="2024-01-01"))
     assert sorted(r.key for r in ds.records) == ["freshqa:.NET.txt", "freshqa:Prime_Minister_of_Canada.txt"]
     pm = next(r for r in ds.records if "Prime" in r.key)
@@ -165,11 +108,7 @@ def test_freshqa_reads_csv_and_every_wiki_page(tmp_path: Path) -> None:
 
 
 def test_hotpotqa(tmp_path: Path) -> None:
-    q = _write(tmp_path / "hotpotqa_train.json", [{"_id": "h1", "question": "If Gallu is a demon Lilu is what?",
-        "answer": "a spirit", "type": "bridge", "level": "easy",
-        "supporting_facts": [["Alû", 3], ["Lilu (mythology)", 0]], "context": []}])
-    _write(tmp_path / "hotpotqa_train_corpus.json", {"Alû": ["Alû is a demon.", " It is a Gallu."],
-                                                      "Lilu (mythology)": ["A lilu is a spirit."], "Other": ["x"]})
+    q = tiny.hotpotqa(tmp_path)
     ds = load_dataset(f"hotpotqa:{q}")
     assert len(ds.records) == 3 and ds.records[0].text == "Alû is a demon. It is a Gallu."
     item = ds.items[0]
@@ -209,7 +148,7 @@ def test_jsonl_sample_questions_with_corpus_folder() -> None:
 
 
 def test_select_samples_per_category_and_limits_reproducibly(tmp_path: Path) -> None:
-    ds = load_dataset(f"tatqa:{_tatqa(tmp_path)}")
+    ds = load_dataset(f"tatqa:{tiny.tatqa(tmp_path)}")
     assert [i.id for i in select(ds.items, sample=[("answer_from", 1)])] == ["a1", "a2", "a3"]
     assert [i.id for i in select(ds.items, sample=[("answer_from:text", 5)])] == ["a2"]
     picked = select(ds.items, limit=2, seed=7)
