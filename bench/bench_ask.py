@@ -77,11 +77,11 @@ class _HealthPoller(threading.Thread):
         self.base, self.every = base, every
         self.ms: list[float] = []
         self.errors: list[str] = []
-        self._stop = threading.Event()
+        self._halt = threading.Event()
 
     def run(self) -> None:
         with httpx.Client(timeout=10) as client:
-            while not self._stop.wait(self.every):
+            while not self._halt.wait(self.every):
                 t = time.perf_counter()
                 try:
                     r = client.get(f"{self.base}/healthz")
@@ -93,7 +93,7 @@ class _HealthPoller(threading.Thread):
                     self.errors.append(repr(e))
 
     def stop(self) -> dict[str, Any]:
-        self._stop.set()
+        self._halt.set()
         self.join()
         return {"polls": len(self.ms) + len(self.errors), "errors": len(self.errors),
                 "p50_ms": round(_pct(self.ms, 0.5), 1), "p95_ms": round(_pct(self.ms, 0.95), 1),
