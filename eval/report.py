@@ -49,6 +49,20 @@ DESCRIPTIONS = {
 }
 
 
+# Published figures printed beside ours (the evaluation issue's anchors). Each names its source, since most come from
+# another data set or another model: they orient a reader, they are not our results.
+PUBLISHED = {
+    "rejection_rate": "RGB paper, best model: 45 % (English), 43 % (Chinese)",
+    "error_detection_rate": "RGB paper: ChatGPT at most about 8 %",
+    "accuracy": "CRAG benchmark (other data): straightforward RAG at most 44 %",
+    "truthfulness": "CRAG benchmark (other data): straightforward RAG below 0, so refusing beats guessing",
+}
+
+
+def published(name: str) -> str:
+    return PUBLISHED.get(name.removesuffix("_approx").removesuffix("_llm"), "")
+
+
 def describe(name: str) -> str:
     base = name.removesuffix("_approx").removesuffix("_llm")
     d = DESCRIPTIONS.get(base, "")
@@ -146,7 +160,8 @@ def summary_text(agg: dict[str, Any]) -> str:
              f" ({agg['errors']['count']} with errors); collection {meta.get('collection')}"]
     for n, m in agg["metrics"].items():
         ci = f"[{_fmt(m['low'])}, {_fmt(m['high'])}]" if m["low"] is not None else ""
-        lines.append(f"  {label(n):<34} {_fmt(m['value']):>7} {ci:<17} n={m['n']}")
+        anchor = f"  (published: {published(n)})" if published(n) else ""
+        lines.append(f"  {label(n):<34} {_fmt(m['value']):>7} {ci:<17} n={m['n']}{anchor}")
     if "latency" in agg:
         lt = agg["latency"]
         lines.append(f"  latency p50 {lt['p50']:.2f}s  p95 {lt['p95']:.2f}s")
@@ -269,10 +284,12 @@ def _markdown(agg: dict[str, Any], records: Sequence[dict[str, Any]], plots: Seq
           + (" (approximate: metrics marked so are lexical/embedding estimates)" if meta.get("judge_approximate")
              else ""),
           f"- hardware: {json.dumps(meta.get('hardware'))}", f"- timings (s): {json.dumps(meta.get('timings_s'))}",
-          "", "## Metrics", "", "| metric | value | 95% CI | n | meaning |", "|---|---|---|---|---|"]
+          "", "## Metrics", "", "| metric | value | 95% CI | n | meaning | published, for orientation |",
+          "|---|---|---|---|---|---|"]
     for n, m in agg["metrics"].items():
         ci = f"{_fmt(m['low'])} – {_fmt(m['high'])}" if m["low"] is not None else "-"
-        md.append(f"| {label(n)} | {_fmt(m['value'])} | {ci} | {m['n']} | {m['description']} |")
+        md.append(f"| {label(n)} | {_fmt(m['value'])} | {ci} | {m['n']} | {m['description']} | "
+                  f"{published(n) or '-'} |")
     if "latency" in agg:
         lt = agg["latency"]
         md += ["", f"Latency: mean {lt['mean']:.2f} s, p50 {lt['p50']:.2f} s, p95 {lt['p95']:.2f} s."]

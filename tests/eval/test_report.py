@@ -46,6 +46,11 @@ def test_aggregate_means_cis_refusals_categories_and_errors() -> None:
     assert agg["latency"]["p50"] == 2.5 and agg["items"] == {"total": 5, "scored": 4}
     text = report.summary_text(agg)
     assert "faithfulness (approximate)" in text and "accuracy" in text
+    # Published anchors sit beside the metric they orient, named by source, and beside no other.
+    acc_line = next(x for x in text.splitlines() if x.strip().startswith("accuracy"))
+    assert "published: CRAG" in acc_line and "44 %" in acc_line
+    assert not any("published" in x for x in text.splitlines() if x.strip().startswith(("refused", "faith")))
+    assert "45 %" in report.published("rejection_rate") and report.published("refused") == ""
 
 
 @pytest.mark.slow  # matplotlib
@@ -55,6 +60,7 @@ def test_write_run_makes_reports_with_plots(tmp_path: Path) -> None:
     md = (tmp_path / "report.md").read_text()
     page = (tmp_path / "report.html").read_text()
     assert "| faithfulness (approximate) | 0.750 |" in md and "## By answer_from" in md
+    assert "| published, for orientation |" in md and "straightforward RAG at most 44 % |" in md
     assert "## Correctness rule" in md and "F1 >= 0.5" in md
     for png in ("metrics.png", "latency.png", "by_answer_from.png"):
         assert (tmp_path / png).read_bytes()[:4] == b"\x89PNG" and f'src="{png}"' in page
