@@ -1,9 +1,9 @@
 """Latency of POST /ask on the sample corpus with the embedded model: per stage, sequential and concurrent.
 
 Starts `ragqa serve` (which starts llama.cpp with the bundled model) over a collection of examples/corpus, asks the
-answerable questions of examples/questions.jsonl, and reports p50/p95 per stage from each answer's trace, the LLM's
-tokens/s, and the share of time spent outside the LLM. While each concurrency level runs, a thread polls GET /healthz
-every 0.25 s: it must stay fast however many /ask requests are in flight.
+answerable questions of examples/questions.jsonl, and reports p50/p95 per stage from each answer's trace and the
+share of time spent outside the LLM (the model's own tokens/s: bench/bench_llm.py). While each concurrency level
+runs, a thread polls GET /healthz every 0.25 s: it must stay fast however many /ask requests are in flight.
 
     .venv/bin/python bench/bench_ask.py [--data DIR] [--concurrency 1 4 16] [--questions 8]
 """
@@ -65,8 +65,8 @@ def _ask(base: str, q: str) -> dict[str, Any]:
     t = time.perf_counter()
     r = httpx.post(f"{base}/ask", json={"question": q}, timeout=3600)
     wall = time.perf_counter() - t
-    body = r.json() if r.status_code == 200 else {"trace": {}, "usage": {}}
-    return {"status": r.status_code, "wall": wall, "trace": body.get("trace", {}), "usage": body.get("usage", {})}
+    body = r.json() if r.status_code == 200 else {"trace": {}}
+    return {"status": r.status_code, "wall": wall, "trace": body.get("trace", {})}
 
 
 class _HealthPoller(threading.Thread):
@@ -115,8 +115,6 @@ def run(base: str, questions: list[str], concurrency: int) -> dict[str, Any]:
             stages.setdefault(k, []).append(v / 1000)
     llm = [sum(r["trace"].get("timings_ms", {}).get(s, 0) for s in LLM_STAGES) / 1000 for r in ok]
     totals = [r["trace"].get("timings_ms", {}).get("total", 0) / 1000 for r in ok]
-    gen_tokens = sum(r["usage"].get("completion_tokens", 0) for r in ok)
-    gen_time = sum(stages.get("generate", [])) + sum(stages.get("judge", []))
     return {
         "concurrency": concurrency, "requests": len(results), "ok": len(ok),
         "codes": sorted({r["status"] for r in results}), "elapsed_s": round(elapsed, 1),
@@ -125,7 +123,6 @@ def run(base: str, questions: list[str], concurrency: int) -> dict[str, Any]:
         "stages": {k: {"p50_ms": round(_pct(v, 0.5) * 1000, 1), "p95_ms": round(_pct(v, 0.95) * 1000, 1)}
                    for k, v in sorted(stages.items())},
         "outside_llm_share": round(1 - sum(llm) / sum(totals), 4) if sum(totals) else None,
-        "completion_tokens_per_s_incl_prompt": round(gen_tokens / gen_time, 2) if gen_time else None,
         "outside_llm_p50_ms": round(_pct([tt - x for tt, x in zip(totals, llm, strict=True)], 0.5) * 1000, 1),
         "healthz": health,
     }

@@ -59,13 +59,17 @@ PUBLISHED = {
 }
 
 
+def _base(name: str) -> str:
+    """The metric a per-judge variant (`..._approx`, `..._llm`) measures."""
+    return name.removesuffix("_approx").removesuffix("_llm")
+
+
 def published(name: str) -> str:
-    return PUBLISHED.get(name.removesuffix("_approx").removesuffix("_llm"), "")
+    return PUBLISHED.get(_base(name), "")
 
 
 def describe(name: str) -> str:
-    base = name.removesuffix("_approx").removesuffix("_llm")
-    d = DESCRIPTIONS.get(base, "")
+    d = DESCRIPTIONS.get(_base(name), "")
     if name.endswith("_approx"):
         d += " (approximate: lexical/embedding support)"
     elif name.endswith("_llm"):
@@ -136,7 +140,7 @@ _FIRST = ("accuracy", "truthfulness", "hallucination_rate", "missing_rate", "em"
 def _ordered(names: set[str]) -> list[str]:
     """Headline metrics first (each with its _approx / _llm variants), then the rest alphabetically."""
     rank = {n: i for i, n in enumerate(_FIRST)}
-    return sorted(names, key=lambda n: (rank.get(n.removesuffix("_approx").removesuffix("_llm"), len(rank)), n))
+    return sorted(names, key=lambda n: (rank.get(_base(n), len(rank)), n))
 
 
 def _breakdown_metrics(names: Sequence[str]) -> list[str]:
