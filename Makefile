@@ -10,11 +10,13 @@ export TRANSFORMERS_OFFLINE := 1
 
 .PHONY: install models run ingest-sample serve test test-fast lint corpus bench clean vllm-env test-vllm
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml scripts/build_llama.sh
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
 	$(BIN)/pip install -q -U pip wheel setuptools
 	# torch first, pinned: the CPU build on local disk. A bare `torch` would pull GBs of CUDA wheels.
 	$(BIN)/pip install -q torch==2.13.0
+	# llama.cpp built portably (AVX2 baseline, no AMX), never from pip's wheel cache: see the script.
+	scripts/build_llama.sh $(BIN)/pip
 	$(BIN)/pip install -q -e '.[dev,eval,llm]'
 	touch $(STAMP)
 

@@ -11,9 +11,10 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from app.text import markers, numbers, split_sentences, strip_markers
 from retrieval.analyzer import Analyzer
 from retrieval.expand import Passage
+from retrieval.injection import looks_like_instruction
+from retrieval.text import markers, numbers, split_sentences, strip_markers
 from retrieval.types import Chunk, Citation
 
 
@@ -58,6 +59,8 @@ class SupportScorer:
         nums = numbers(claim) - ignore
         best, span = 0.0, ""
         for s in split_sentences(source) or [source]:
+            if looks_like_instruction(s):  # an order to the assistant supports nothing (retrieval/injection.py)
+                continue
             toks = set(self.analyzer.tokenize(s))
             score = len(words & toks) / len(words) if words else 0.0
             if nums and not nums <= numbers(s):

@@ -79,10 +79,10 @@ def cmd_ask(args: argparse.Namespace, s: Settings) -> int:
     """Answer one question in-process (starting the embedded model unless RAGQA_LLM_BASE_URL is set)."""
     import asyncio
 
-    from app.api.ask import answer_json
-    from app.api.server import build_llm
+    from app.components import build_llm
     from app.pipeline import AnswerPipeline, AskRequest
     from app.service import SearchService
+    from retrieval.types import answer_dict
 
     client, embedded = build_llm(s)
     try:
@@ -94,7 +94,7 @@ def cmd_ask(args: argparse.Namespace, s: Settings) -> int:
         if embedded is not None:
             embedded.stop()
     if args.json:
-        print(json.dumps(answer_json(ans), ensure_ascii=False, indent=2))
+        print(json.dumps(answer_dict(ans), ensure_ascii=False, indent=2))
         return 0
     print(ans.answer)
     for c in ans.citations:

@@ -10,9 +10,9 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from app.text import numbers, split_sentences
 from retrieval.analyzer import Analyzer
 from retrieval.expand import Passage
+from retrieval.text import numbers, split_sentences
 
 
 @dataclass(frozen=True)

@@ -1,7 +1,16 @@
-"""The answer pipeline behind POST /ask: decide, retrieve (iteratively), judge, answer, cite, check.
+"""The answer pipeline behind POST /ask, one straight line: decide, retrieve, judge, generate, cite, check.
 
-What a small model does unreliably is done here in code: whether to retrieve, ordering and dating the sources, finding
-disagreements between them, the knowledge cut-off, and checking every citation. The model reads sources and writes.
+Each stage is a function with its own input and output types; `stream` calls them in order and builds the trace from
+their results. What a small model does unreliably is done in code: whether to retrieve, which sentences of the
+sources matter (retrieval/evidence.py), ordering and dating the sources, finding disagreements, the knowledge
+cut-off, and checking every citation. The model reads the selected sources and writes.
+
+Events, in order (`stream`; `answer` returns the last one's answer):
+  {"type": "status", "stage": "retrieve" | "judge" | "generate", "round": n, "text": ...}   what is happening
+  {"type": "delta", "text": ...}                                                           the model's words
+  {"type": "final", "answer": Answer, "revision": None | {"replaced": bool, "reason": ...}}
+`revision` is set whenever the final answer is not the streamed text: a client shows `answer` in place of what it
+streamed, and when `replaced` is true (a refusal after generation, say) it tells the user `reason` (docs/api.md).
 """
 
 from __future__ import annotations
@@ -9,24 +18,27 @@ from __future__ import annotations
 import asyncio
 import re
 import time
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from typing import Any, Literal
 
-from app.citations import SupportScorer, check_citations, render_with_markers
+from app.citations import CitationReport, SupportScorer, check_citations, render_with_markers
 from app.conflicts import Disagreement, find_disagreements
 from app.errors import BadRequest, Unavailable
 from app.llm.client import LLMClient, LLMError
-from app.llm.json_loose import parse_json_loose
+from app.notes import conflict_sentence, cutoff_sentence, later_than_cutoff, prompt_notes
 from app.prompts import render_prompt
-from app.routing import NO_ANSWER, SMALLTALK_REPLY, decide_retrieval, language_of
+from app.routing import NO_ANSWER, SMALLTALK_REPLY, decide_retrieval
 from app.service import SearchService
+from app.sufficiency import JudgePolicy, Verdict, bridge_query, gate_score, judge, needs_model
 from retrieval import transforms
-from retrieval.expand import Passage, expand
-from retrieval.fusion import rrf
-from retrieval.rerank import Reranker, rerank_or_keep
-from retrieval.search import HybridRetriever, SearchParams
+from retrieval.evidence import Evidence, gather, rows_as_records, select
+from retrieval.expand import Passage
+from retrieval.rerank import Reranker
+from retrieval.search import HybridRetriever
 from retrieval.store import SearchFilter
+from retrieval.text import Language, language_of
 from retrieval.types import Answer, Citation, Conflict, ScoredChunk
 
 _REFUSAL = re.compile(
@@ -34,16 +46,7 @@ _REFUSAL = re.compile(
     r"no information|cannot (?:be )?(?:answer|found)|知识库中没有|没有找到|未找到|无法回答|没有提供|未提及|不包含)",
     re.IGNORECASE,
 )
-_YEAR = re.compile(r"(?<!\d)(19\d\d|20\d\d)(?!\d)")
-SUFFICIENCY_SCHEMA = {
-    "type": "object",
-    "properties": {
-        "answerable": {"type": "boolean"},
-        "missing": {"type": "string"},
-        "next_query": {"type": "string"},
-    },
-    "required": ["answerable", "missing", "next_query"],
-}
+Event = dict[str, Any]
 
 
 @dataclass(frozen=True)
@@ -63,12 +66,83 @@ class AskRequest:
 
 @dataclass(frozen=True)
 class PipelineConfig:
-    context_tokens: int = 1200  # evidence budget in the answer prompt: prompt processing dominates latency
+    context_tokens: int = 1200  # evidence retrieved per question (small-to-big), before selection
+    evidence_tokens: int = 300  # what the model reads: the question-bearing sentences of that evidence
     max_passage_tokens: int = 320
-    answer_max_tokens: int = 300
-    judge: bool = True  # LLM sufficiency judgement (the score gate always runs)
-    min_lexical_support: float = 0.34  # score gate: share of question words found in the best passage
+    answer_max_tokens: int = 200
+    max_sentences: int = 4
+    judge: JudgePolicy = "auto"  # the model's sufficiency judgement: where the gate is unsure, always, or never
+    min_lexical_support: float = 0.34  # score gate: below, the evidence cannot ground an answer
+    sure_lexical_support: float = 0.75  # score gate: at or above, "auto" skips the model's judgement
     bridge_below: float = 0.75  # one more retrieval when no source sentence holds this share of the question's words
+
+
+@dataclass(frozen=True)
+class Plan:
+    """Stage 1, decide: what the question needs."""
+
+    lang: Language
+    retrieve: bool
+    reason: str
+    flt: SearchFilter
+
+
+@dataclass(frozen=True)
+class Composed:
+    """The evidence the model reads and the prompts built on it (judge and answer share `prefix`)."""
+
+    passages: tuple[Passage, ...]
+    prefix: str
+    disagreements: tuple[Disagreement, ...]
+    later: tuple[str, str] | None
+
+
+@dataclass(frozen=True)
+class Found:
+    """Stage 2 and 3, retrieve and judge (iteratively): the evidence, and whether it suffices."""
+
+    composed: Composed
+    retrieved: tuple[ScoredChunk, ...]
+    sufficient: bool
+    cutoff: str | None
+
+
+@dataclass(frozen=True)
+class Draft:
+    """Stage 4, generate: what the model wrote."""
+
+    text: str
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+
+
+class Trace:
+    """Timings, token counts and per-stage records of one request, written from the stages' results."""
+
+    def __init__(self) -> None:
+        self.t0 = time.perf_counter()
+        self.data: dict[str, Any] = {}
+        self.timings: dict[str, float] = {}
+        self.usage = {"prompt_tokens": 0, "completion_tokens": 0}
+
+    @contextmanager
+    def timed(self, stage: str) -> Iterator[None]:
+        t = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.timings[stage] = self.timings.get(stage, 0.0) + time.perf_counter() - t
+
+    def tokens(self, prompt: int, completion: int) -> None:
+        self.usage["prompt_tokens"] += prompt
+        self.usage["completion_tokens"] += completion
+
+    def warn(self, message: str) -> None:
+        self.data.setdefault("warnings", []).append(message)
+
+    def out(self) -> dict[str, Any]:
+        self.timings["total"] = time.perf_counter() - self.t0
+        return {**self.data, "timings_ms": {k: round(v * 1000, 1) for k, v in self.timings.items()}}
 
 
 class AnswerPipeline:
@@ -82,410 +156,333 @@ class AnswerPipeline:
         self.reranker = reranker
         self.scorer = SupportScorer(service.analyzer)
 
-    # ---- public ----------------------------------------------------------------------------------------------------
-
     async def answer(self, req: AskRequest) -> Answer:
-        prepared = await self._prepare(req)
-        if isinstance(prepared, Answer):
-            return prepared
-        prompt, state = prepared
-        t = time.perf_counter()
-        try:
-            result = await self.llm.chat(
-                [{"role": "user", "content": prompt}], max_tokens=self.config.answer_max_tokens
-            )
-        except LLMError as e:
-            return self._llm_failed(req, state, e)
-        state.timings["generate"] = time.perf_counter() - t
-        state.usage["prompt_tokens"] += result.usage.prompt_tokens
-        state.usage["completion_tokens"] += result.usage.completion_tokens
-        return self._finish(req, state, result.text)
+        final: Answer | None = None
+        async for ev in self.stream(req, live=False):
+            if ev["type"] == "final":
+                final = ev["answer"]
+        assert final is not None
+        return final
 
-    async def stream(self, req: AskRequest) -> AsyncIterator[dict[str, Any]]:
-        """Server-sent events: {"delta": text} while the model writes, then {"final": Answer-as-dict}."""
-        prepared = await self._prepare(req)
-        if isinstance(prepared, Answer):
-            yield {"delta": prepared.answer}
-            yield {"final": prepared}
+    async def stream(self, req: AskRequest, live: bool = True) -> AsyncIterator[Event]:
+        """The pipeline, stage by stage. `live`: stream the model's words as it writes them."""
+        check_request(req)
+        trace = Trace()
+        plan = decide(req)
+        trace.data["retrieval"] = {"needed": plan.retrieve, "reason": plan.reason}
+        if not plan.retrieve:
+            yield _final(Answer(SMALLTALK_REPLY[plan.lang], "answered", trace=trace.out()))
             return
-        prompt, state = prepared
-        t = time.perf_counter()
+        retriever = await asyncio.to_thread(self.service.retriever, req.collection)
+        query = await self._rewrite(req, trace)
+        found: Found | None = None
+        async for ev in self._retrieve(req, plan, retriever, query, trace):
+            if isinstance(ev, Found):
+                found = ev
+            else:
+                yield ev
+        assert found is not None
+        if not found.sufficient and not req.allow_model_knowledge:
+            yield _final(self._no_answer(plan, found, trace))
+            return
+        yield _status("generate", "Writing the answer")
         parts: list[str] = []
         try:
-            async for delta in self.llm.stream_chat(
-                [{"role": "user", "content": prompt}], max_tokens=self.config.answer_max_tokens
-            ):
+            async for delta in self._generate(req, plan, found.composed, trace, live):
                 parts.append(delta)
-                yield {"delta": delta}
+                yield {"type": "delta", "text": delta}
         except LLMError as e:
-            yield {"final": self._llm_failed(req, state, e)}
+            yield _final(self._llm_failed(req, found, trace, e))
             return
-        state.timings["generate"] = time.perf_counter() - t
-        yield {"final": self._finish(req, state, "".join(parts))}
+        streamed = "".join(parts)
+        answer = self._check(req, plan, found, streamed, trace)
+        yield _final(answer, revision(streamed, answer))
 
     # ---- stages ----------------------------------------------------------------------------------------------------
+
+    async def _rewrite(self, req: AskRequest, trace: Trace) -> str:
+        if not req.history:
+            return req.question
+        with trace.timed("rewrite"):
+            return str(await self._optional(trace, transforms.rewrite_standalone(
+                self._complete, req.question, req.history), default=req.question))
+
+    async def _retrieve(
+        self, req: AskRequest, plan: Plan, retriever: HybridRetriever, query: str, trace: Trace
+    ) -> AsyncIterator[Event | Found]:
+        """Rounds of gather -> select -> judge until the evidence suffices; then at most one bridge round for a
+        question no single sentence covers. Yields status events, then the Found."""
+        cfg = self.config
+        rounds: list[dict[str, Any]] = []
+        passages: tuple[Passage, ...] = ()
+        composed = self._compose(req, plan, passages)
+        sufficient = False
+        for n in range(1, req.max_rounds + 1):
+            yield _status("retrieve", "Searching the knowledge base", n)
+            queries = await self._variants(req, query, trace)
+            ev = await self._gather(req, plan, retriever, queries, passages, trace)
+            passages = ev.passages
+            composed = self._compose(req, plan, passages)
+            gate = gate_score(self.scorer, req.question, composed.passages)
+            if needs_model(gate, low=cfg.min_lexical_support, high=cfg.sure_lexical_support, policy=cfg.judge):
+                yield _status("judge", "Checking that the sources answer the question", n)
+            with trace.timed("judge"):
+                verdict = await judge(self.llm, composed.prefix, render_prompt("sufficiency", question=req.question),
+                                      gate, low=cfg.min_lexical_support, high=cfg.sure_lexical_support,
+                                      policy=cfg.judge)
+            _record_round(trace, rounds, n, queries, ev, verdict)
+            if verdict.answerable:
+                sufficient = True
+                bridge = bridge_query(self.scorer, req.question, composed.passages, cfg.bridge_below)
+                if bridge is not None and n < req.max_rounds:
+                    # A multi-hop question that one round seemed to answer: look once more, from the bridge sentence.
+                    yield _status("retrieve", "Following a lead to a second source", n + 1)
+                    ev = await self._gather(req, plan, retriever, [bridge], passages, trace)
+                    passages = ev.passages
+                    composed = self._compose(req, plan, passages)
+                    rounds.append({"round": n + 1, "queries": [bridge], "hits": [h.chunk.chunk_id for h in ev.hits],
+                                   "bridge": True})
+                break
+            nxt = (verdict.next_query or verdict.missing).strip()
+            if not nxt or nxt in {r["queries"][0] for r in rounds}:
+                break
+            query = nxt
+        trace.data["rounds"] = rounds
+        trace.data["evidence"] = {"passages": len(composed.passages),
+                                  "tokens": sum(p.token_count for p in composed.passages)}
+        cutoff = await asyncio.to_thread(retriever.collection.store.newest_date, plan.flt)
+        yield Found(composed, tuple(p.hit for p in passages), sufficient, cutoff)
+
+    async def _variants(self, req: AskRequest, query: str, trace: Trace) -> list[str]:
+        if not req.multi_query:
+            return [query]
+        with trace.timed("transforms"):
+            extra = await self._optional(trace, transforms.multi_query(self._complete, query, 2), default=[])
+        return [query, *extra]
+
+    async def _gather(
+        self, req: AskRequest, plan: Plan, retriever: HybridRetriever, queries: list[str],
+        previous: tuple[Passage, ...], trace: Trace,
+    ) -> Evidence:
+        hyde_vector = None
+        if req.hyde:
+            with trace.timed("transforms"):
+                text = await self._optional(trace, transforms.hyde(self._complete, queries[0]), default="")
+            if text:
+                hyde_vector = (await asyncio.to_thread(retriever.embedder.embed_documents, [text]))[0]
+                trace.data.setdefault("hyde", []).append(text[:200])
+        with trace.timed("retrieve"):
+            ev = await asyncio.to_thread(
+                gather, retriever, queries, flt=plan.flt, top_k=req.top_k, budget_tokens=self.config.context_tokens,
+                max_passage_tokens=self.config.max_passage_tokens, hyde_vector=hyde_vector, reranker=self.reranker,
+                previous=previous,
+            )
+        if ev.rerank is not None:
+            trace.timings["rerank"] = trace.timings.get("rerank", 0.0) + ev.timings.get("rerank", 0.0)
+            trace.data.setdefault("rerank", []).append({
+                "reranker": ev.rerank.reranker, "candidates": ev.rerank.candidates, "fallback": ev.rerank.fallback,
+                "error": ev.rerank.error})
+        return ev
+
+    def _compose(self, req: AskRequest, plan: Plan, passages: tuple[Passage, ...]) -> Composed:
+        chosen = tuple(select(req.question, passages, self.service.analyzer, self.config.evidence_tokens))
+        return Composed(
+            passages=chosen,
+            prefix=render_prompt("sources", sources=sources_block(chosen), max_sentences=self.config.max_sentences),
+            disagreements=tuple(find_disagreements(req.question, chosen, self.service.analyzer)),
+            later=later_than_cutoff(req.question, chosen),
+        )
+
+    async def _generate(
+        self, req: AskRequest, plan: Plan, composed: Composed, trace: Trace, live: bool
+    ) -> AsyncIterator[str]:
+        prompt = composed.prefix + render_prompt(
+            "answer", language="Chinese" if plan.lang == "zh" else "English",
+            notes=prompt_notes(composed.disagreements, composed.later), question=req.question)
+        messages = [{"role": "user", "content": prompt}]
+        clean = MarkupFilter()
+        with trace.timed("generate"):
+            if live:
+                async for delta in self.llm.stream_chat(messages, max_tokens=self.config.answer_max_tokens):
+                    if text := clean.feed(delta):
+                        yield text
+            else:
+                r = await self.llm.chat(messages, max_tokens=self.config.answer_max_tokens)
+                trace.tokens(r.usage.prompt_tokens, r.usage.completion_tokens)
+                if text := clean.feed(r.text):
+                    yield text
+            if tail := clean.flush():
+                yield tail
+
+    def _check(self, req: AskRequest, plan: Plan, found: Found, text: str, trace: Trace) -> Answer:
+        """Stages 5 and 6, cite and check: every citation verified, unsupported answers refused, notes appended."""
+        c = found.composed
+        text = text.strip()
+        if not text or (_REFUSAL.search(text) and not re.search(r"\[\d+\]", text)):
+            trace.data["refused_by_model"] = True
+            return self._no_answer(plan, found, trace)
+        chunks = {ch.chunk_id: ch for ch in self.service.chunks_for(req.collection, list(c.passages))}
+        # The year asked about is answered by the cut-off note added below, not by the sources.
+        asked = frozenset({c.later[0]}) if c.later else frozenset()
+        report = check_citations(text, c.passages, chunks, self.scorer, asked)
+        if report.coverage == 0.0 and not req.allow_model_knowledge:
+            # Not one sentence is backed by the sources: whatever the judge thought, this came from the model's memory
+            # (or was made up), and an honest "not in the knowledge base" is worth more than a fluent guess.
+            trace.data["refused_unsupported"] = report.unsupported
+            return self._no_answer(plan, found, trace)
+        return self._answered(req, plan, found, report, trace)
+
+    # ---- endings ---------------------------------------------------------------------------------------------------
+
+    def _answered(self, req: AskRequest, plan: Plan, found: Found, report: CitationReport, trace: Trace) -> Answer:
+        c = found.composed
+        body = render_with_markers(report)
+        if plan.lang == "zh":
+            body = body.replace(" [", "[")
+        sep = "" if plan.lang == "zh" else " "
+        extra, conflicts = _conflicts(c)
+        cites = list(report.citations) + [x for x in extra if x.marker not in {y.marker for y in report.citations}]
+        if c.later:
+            body += sep + cutoff_sentence(plan.lang, c.later)
+        if conflicts:
+            body += sep + sep.join(conflict_sentence(plan.lang, x) for x in conflicts)
+        status: Literal["answered", "partial"] = "answered" if report.coverage >= 0.5 and cites else "partial"
+        if req.allow_model_knowledge and not cites:
+            status = "partial"
+        trace.data["citation_coverage"] = round(report.coverage, 3)
+        trace.data["unsupported_sentences"] = report.unsupported
+        trace.data["dropped_citations"] = [m for s in report.sentences for m in s.dropped]
+        return Answer(
+            answer=body.strip(), status=status, citations=tuple(sorted(cites, key=lambda x: x.marker)),
+            conflicts=tuple(conflicts), knowledge_cutoff=found.cutoff, retrieved=found.retrieved,
+            trace=trace.out(), usage=dict(trace.usage),
+        )
+
+    def _no_answer(self, plan: Plan, found: Found, trace: Trace) -> Answer:
+        return Answer(
+            answer=NO_ANSWER[plan.lang], status="no_answer", knowledge_cutoff=found.cutoff,
+            retrieved=found.retrieved[:5], trace=trace.out(), usage=dict(trace.usage),
+        )
+
+    def _llm_failed(self, req: AskRequest, found: Found, trace: Trace, e: LLMError) -> Answer:
+        if not req.degrade_to_retrieval:
+            raise Unavailable(f"the language model is unavailable: {e}") from e
+        trace.warn(f"LLM failed, retrieval only: {e}")
+        return Answer(answer="", status="retrieval_only", knowledge_cutoff=found.cutoff, retrieved=found.retrieved,
+                      trace=trace.out(), usage=dict(trace.usage))
+
+    # ---- helpers ---------------------------------------------------------------------------------------------------
 
     async def _complete(self, prompt: str, max_tokens: int) -> str:
         r = await self.llm.chat([{"role": "user", "content": prompt}], max_tokens=max_tokens)
         return r.text
 
-    async def _prepare(self, req: AskRequest) -> Answer | tuple[str, _State]:
-        check_request(req)
-        t_start = time.perf_counter()
-        lang = language_of(req.question)
-        state = _State(lang=lang, t_start=t_start)
-        decision = decide_retrieval(req.question)
-        state.trace["retrieval"] = {"needed": decision.needed, "reason": decision.reason}
-        if not decision.needed:
-            return Answer(SMALLTALK_REPLY[lang], "answered", trace=state.trace_out())
-        retriever = await asyncio.to_thread(self.service.retriever, req.collection)
-        flt = req.filter
-        if req.as_of:
-            flt = replace(flt, date_to=min(req.as_of, flt.date_to) if flt.date_to else req.as_of)
-        query = req.question
-        if req.history:
-            t = time.perf_counter()
-            rewrite = transforms.rewrite_standalone(self._complete, req.question, req.history)
-            query = await self._llm_step(state, rewrite, default=req.question)
-            state.timings["rewrite"] = time.perf_counter() - t
-        rounds: list[dict[str, Any]] = []
-        passages: list[Passage] = []
-        sufficient = False
-        for n in range(1, req.max_rounds + 1):
-            queries = [query]
-            t = time.perf_counter()
-            if req.multi_query:
-                queries += await self._llm_step(state, transforms.multi_query(self._complete, query, 2), default=[])
-            hyde_text = ""
-            if req.hyde:
-                hyde_text = await self._llm_step(state, transforms.hyde(self._complete, query), default="")
-            state.timings["transforms"] = state.timings.get("transforms", 0.0) + time.perf_counter() - t
-            hits, passages = await self._gather(retriever, queries, hyde_text, flt, req.top_k, state, passages)
-            gate = score_gate(self.scorer, req.question, passages, self.config.min_lexical_support)
-            verdict: dict[str, Any] = {"answerable": gate, "missing": "", "next_query": ""}
-            if gate and self.config.judge:
-                t = time.perf_counter()
-                verdict = await self._judge(state, req.question, passages)
-                state.timings["judge"] = state.timings.get("judge", 0.0) + time.perf_counter() - t
-            rounds.append({
-                "round": n, "queries": queries + ([f"HyDE: {hyde_text[:200]}"] if hyde_text else []),
-                "hits": [h.chunk.chunk_id for h in hits], "score_gate": gate,
-                "answerable": bool(verdict.get("answerable")), "missing": verdict.get("missing", ""),
-            })
-            if verdict.get("answerable"):
-                sufficient = True
-                bridge = bridge_query(self.scorer, req.question, passages, self.config.bridge_below)
-                if bridge is None or n == req.max_rounds:
-                    break
-                # A multi-hop question that one round seemed to answer: look once more, from the bridge sentence.
-                hits, passages = await self._gather(retriever, [bridge], "", flt, req.top_k, state, passages)
-                rounds.append({"round": n + 1, "queries": [bridge], "hits": [h.chunk.chunk_id for h in hits],
-                               "bridge": True})
-                break
-            nxt = str(verdict.get("next_query") or verdict.get("missing") or "").strip()
-            if not nxt or nxt in {r["queries"][0] for r in rounds}:
-                break
-            query = nxt
-        state.trace["rounds"] = rounds
-        state.passages = passages
-        state.retrieved = [p.hit for p in state.passages]
-        state.cutoff = retriever.collection.store.newest_date(flt)
-        if not sufficient and not req.allow_model_knowledge:
-            return self._no_answer(state)
-        state.disagreements = find_disagreements(req.question, state.passages, self.service.analyzer)
-        state.later = _later_than_cutoff(req.question, state.passages)
-        notes = self._notes(state, req)
-        # The sources come first and word for word as the judge saw them: llama.cpp reuses the cached prefix.
-        prompt = render_prompt("sources", sources=_sources_block(state.passages)) + render_prompt(
-            "answer", language="Chinese" if state.lang == "zh" else "English", max_sentences=4,
-            notes=notes, question=req.question,
-        )
-        return prompt, state
-
-    async def _gather(
-        self, retriever: HybridRetriever, queries: Sequence[str], hyde_text: str, flt: SearchFilter, top_k: int,
-        state: _State, passages: list[Passage],
-    ) -> tuple[list[ScoredChunk], list[Passage]]:
-        """One retrieval round: search, grow hits small-to-big, add them to the evidence (newest version first)."""
-        t = time.perf_counter()
-        hits = await asyncio.to_thread(self._retrieve, retriever, queries, hyde_text, flt, top_k, state)
-        new = await asyncio.to_thread(
-            expand, retriever.collection.store, hits, self.config.context_tokens, self.config.max_passage_tokens
-        )
-        state.timings["retrieve"] = state.timings.get("retrieve", 0.0) + time.perf_counter() - t
-        return hits, _order_by_date(_merge(passages, new, self.config.context_tokens))
-
-    def _retrieve(
-        self, retriever: HybridRetriever, queries: Sequence[str], hyde_text: str, flt: SearchFilter, top_k: int,
-        state: _State,
-    ) -> list[ScoredChunk]:
-        hits = self._fused(retriever, queries, hyde_text, flt, top_k * 4 if self.reranker else top_k)
-        if self.reranker is None:
-            return hits
-        t = time.perf_counter()
-        out, info = rerank_or_keep(self.reranker, queries[0], hits, top_k)
-        state.timings["rerank"] = state.timings.get("rerank", 0.0) + time.perf_counter() - t
-        state.trace.setdefault("rerank", []).append(
-            {"reranker": info.reranker, "candidates": info.candidates, "fallback": info.fallback, "error": info.error}
-        )
-        return out
-
-    def _fused(
-        self, retriever: HybridRetriever, queries: Sequence[str], hyde_text: str, flt: SearchFilter, top_k: int
-    ) -> list[ScoredChunk]:
-        params = SearchParams(filter=flt)
-        lists = [retriever.search(q, top_k=top_k, params=params) for q in queries]
-        if hyde_text:
-            vec = retriever.embedder.embed_documents([hyde_text])[0]
-            lists.append(retriever.search(queries[0], top_k=top_k, params=replace(params, mode="dense"),
-                                          query_vector=vec))
-        if len(lists) == 1:
-            return lists[0]
-        by_id = {h.chunk.chunk_id: h for hits in lists for h in hits}
-        fused = rrf([[(h.chunk.chunk_id, h.score) for h in hits] for hits in lists])
-        return [replace(by_id[cid], score=s) for cid, s in fused[:top_k]]
-
-    async def _judge(self, state: _State, question: str, passages: Sequence[Passage]) -> dict[str, Any]:
-        prompt = render_prompt("sources", sources=_sources_block(passages)) + render_prompt(
-            "sufficiency", question=question
-        )
-        try:
-            r = await self.llm.chat([{"role": "user", "content": prompt}], max_tokens=120,
-                                    json_schema=SUFFICIENCY_SCHEMA)
-        except LLMError as e:
-            state.trace.setdefault("warnings", []).append(f"sufficiency judge failed: {e}")
-            return {"answerable": True, "missing": "", "next_query": ""}  # the score gate already passed
-        state.usage["prompt_tokens"] += r.usage.prompt_tokens
-        state.usage["completion_tokens"] += r.usage.completion_tokens
-        parsed = parse_json_loose(r.text, ["answerable"])
-        if parsed is None or not isinstance(parsed.get("answerable"), bool):
-            state.trace.setdefault("warnings", []).append("sufficiency judge gave no usable JSON; score gate used")
-            return {"answerable": True, "missing": "", "next_query": ""}
-        return parsed
-
-    async def _llm_step(self, state: _State, coro: Any, default: Any) -> Any:
+    async def _optional(self, trace: Trace, coro: Any, default: Any) -> Any:
         """An optional LLM step (rewrite, HyDE, multi-query): on failure, note it and go on without it."""
         try:
             return await coro
         except LLMError as e:
-            state.trace.setdefault("warnings", []).append(f"{type(e).__name__}: {e}")
+            trace.warn(f"{type(e).__name__}: {e}")
             return default
 
-    def _notes(self, state: _State, req: AskRequest) -> str:
-        lines = []
-        for d in state.disagreements[:2]:
-            a, b = _marker_of(state, d.preferred.passage_index), _marker_of(state, d.other.passage_index)
-            lines.append(f"Note: sources [{a}] and [{b}] disagree; [{a}] is {d.reason} and takes precedence.")
-        if state.later:
-            lines.append(f"Note: the question asks about {state.later[0]}, but the newest source is dated "
-                         f"{state.later[1]}; say what the sources state as of {state.later[1]}.")
-        return ("\n" + "\n".join(lines) + "\n") if lines else ""
 
-    # ---- endings ---------------------------------------------------------------------------------------------------
-
-    def _finish(self, req: AskRequest, state: _State, text: str) -> Answer:
-        text = text.strip()
-        if not text or (_REFUSAL.search(text) and not re.search(r"\[\d+\]", text)):
-            return self._no_answer(state)
-        chunks = {c.chunk_id: c for c in self.service.chunks_for(req.collection, state.passages)}
-        # The year asked about is answered by the cut-off note added below, not by the sources.
-        asked = frozenset({state.later[0]}) if state.later else frozenset()
-        report = check_citations(text, state.passages, chunks, self.scorer, asked)
-        if report.coverage == 0.0 and not req.allow_model_knowledge:
-            # Not one sentence is backed by the sources: whatever the judge thought, this came from the model's memory
-            # (or was made up), and an honest "not in the knowledge base" is worth more than a fluent guess.
-            state.trace["refused_unsupported"] = report.unsupported
-            return self._no_answer(state)
-        body = render_with_markers(report) if state.lang == "en" else render_with_markers(report).replace(" [", "[")
-        sep = "" if state.lang == "zh" else " "
-        extra, conflicts = self._conflict_notes(state, report.citations, chunks)
-        cites = list(report.citations) + [c for c in extra if c.marker not in {x.marker for x in report.citations}]
-        if state.later:
-            body += sep + _cutoff_sentence(state.lang, state.later)
-        if conflicts:
-            body += sep + sep.join(_conflict_sentence(state.lang, c) for c in conflicts)
-        status: Literal["answered", "partial"] = "answered" if report.coverage >= 0.5 and cites else "partial"
-        if req.allow_model_knowledge and not cites:
-            status = "partial"
-        state.trace["citation_coverage"] = round(report.coverage, 3)
-        state.trace["unsupported_sentences"] = report.unsupported
-        state.trace["dropped_citations"] = [m for s in report.sentences for m in s.dropped]
-        return Answer(
-            answer=body.strip(), status=status, citations=tuple(sorted(cites, key=lambda c: c.marker)),
-            conflicts=tuple(conflicts), knowledge_cutoff=state.cutoff, retrieved=tuple(state.retrieved),
-            trace=state.trace_out(), usage=dict(state.usage),
-        )
-
-    def _conflict_notes(
-        self, state: _State, citations: Sequence[Citation], chunks: dict[int, Any]
-    ) -> tuple[list[Citation], list[Conflict]]:
-        extra: list[Citation] = []
-        conflicts = []
-        for d in state.disagreements[:2]:
-            sides = []
-            for fact in (d.preferred, d.other):
-                m = _marker_of(state, fact.passage_index)
-                p = state.passages[fact.passage_index]
-                c = p.hit.chunk
-                sides.append(Citation(m, c.chunk_id, c.doc_id, c.title, c.source_path, c.page_start, fact.sentence,
-                                      c.effective_date, True, 1.0))
-            extra += sides
-            conflicts.append(Conflict(claim=d.preferred.sentence, preferred=sides[0], other=sides[1], reason=d.reason))
-        return extra, conflicts
-
-    def _no_answer(self, state: _State) -> Answer:
-        return Answer(
-            answer=NO_ANSWER[state.lang], status="no_answer", knowledge_cutoff=state.cutoff,
-            retrieved=tuple(state.retrieved[:5]), trace=state.trace_out(), usage=dict(state.usage),
-        )
-
-    def _llm_failed(self, req: AskRequest, state: _State, e: LLMError) -> Answer:
-        if not req.degrade_to_retrieval:
-            raise Unavailable(f"the language model is unavailable: {e}") from e
-        state.trace.setdefault("warnings", []).append(f"LLM failed, retrieval only: {e}")
-        return Answer(
-            answer="", status="retrieval_only", knowledge_cutoff=state.cutoff, retrieved=tuple(state.retrieved),
-            trace=state.trace_out(), usage=dict(state.usage),
-        )
+def decide(req: AskRequest) -> Plan:
+    """Stage 1: the answer's language, whether to retrieve at all, and the filter (with `as_of` as an upper date)."""
+    d = decide_retrieval(req.question)
+    flt = req.filter
+    if req.as_of:
+        flt = replace(flt, date_to=min(req.as_of, flt.date_to) if flt.date_to else req.as_of)
+    return Plan(language_of(req.question), d.needed, d.reason, flt)
 
 
-@dataclass
-class _State:
-    lang: str
-    t_start: float
-    trace: dict[str, Any] = field(default_factory=dict)
-    timings: dict[str, float] = field(default_factory=dict)
-    usage: dict[str, int] = field(default_factory=lambda: {"prompt_tokens": 0, "completion_tokens": 0})
-    passages: list[Passage] = field(default_factory=list)
-    retrieved: list[ScoredChunk] = field(default_factory=list)
-    disagreements: list[Disagreement] = field(default_factory=list)
-    later: tuple[str, str] | None = None
-    cutoff: str | None = None
-
-    def trace_out(self) -> dict[str, Any]:
-        self.timings["total"] = time.perf_counter() - self.t_start
-        return {**self.trace, "timings_ms": {k: round(v * 1000, 1) for k, v in self.timings.items()}}
-
-
-def score_gate(scorer: SupportScorer, question: str, passages: Sequence[Passage], threshold: float) -> bool:
-    """Cheap evidence check before any LLM judgement: enough of the question's words in one source sentence."""
-    if not passages:
-        return False
-    # A year in the question is a time qualifier, not a term to find: "the warranty in 2025" must still reach the
-    # sources (and the cut-off note) when the newest policy is dated 2024.
-    question = _YEAR.sub(" ", question)
-    return max(scorer.best_span(question, p.text)[0] for p in passages) >= threshold
-
-
-def bridge_query(scorer: SupportScorer, question: str, passages: Sequence[Passage], below: float) -> str | None:
-    """A follow-up query for a question that no single source sentence covers, else None.
-
-    In a two-hop question ("the charging pressure of the refrigerant the KFR-35GW uses") the sentence that matches
-    best names the bridge entity (R32) but not the asked fact; searching with the question plus that sentence finds
-    the second document. A sentence that covers the question well needs no second look.
-    """
-    question = _YEAR.sub(" ", question)
-    best, span = 0.0, ""
-    for p in passages:
-        score, sentence = scorer.best_span(question, _rows_as_records(p.text))
-        if score > best:
-            best, span = score, sentence
-    if not span or best >= below:
-        return None
-    return f"{question.strip()} {span}"
-
-
-def _merge(old: list[Passage], new: list[Passage], budget: int) -> list[Passage]:
-    """Evidence accumulates over rounds; a chunk already shown is not shown again; the budget holds."""
-    seen = {cid for p in old for cid in p.chunk_ids}
-    out, used = list(old), sum(p.token_count for p in old)
-    for p in new:
-        if p.hit.chunk.chunk_id in seen or used + p.token_count > budget:
-            continue
-        out.append(p)
-        used += p.token_count
-        seen.update(p.chunk_ids)
-    return out
-
-
-def _order_by_date(passages: Sequence[Passage]) -> list[Passage]:
-    """Keep retrieval order, except that versions of one document family swap places so the newest comes first."""
-    out = list(passages)
-    families: dict[str, list[int]] = {}
-    for i, p in enumerate(out):
-        if p.hit.chunk.family:
-            families.setdefault(p.hit.chunk.family, []).append(i)
-    for slots in families.values():
-        if len(slots) > 1:
-            members = sorted((out[i] for i in slots), key=lambda p: p.hit.chunk.effective_date or "", reverse=True)
-            for i, p in zip(slots, members, strict=True):
-                out[i] = p
-    return out
-
-
-def _sources_block(passages: Sequence[Passage]) -> str:
+def sources_block(passages: tuple[Passage, ...] | list[Passage]) -> str:
     blocks = []
     for i, p in enumerate(passages, 1):
         c = p.hit.chunk
         head = f"[{i}] {c.title}" + (f" (effective {c.effective_date})" if c.effective_date else "")
         if c.authority is not None:
             head += f" (authority {c.authority:g})"
-        body = _rows_as_records(p.text).replace("<<<", "< < <").replace(">>>", "> > >")
+        body = rows_as_records(p.text).replace("<<<", "< < <").replace(">>>", "> > >")
         blocks.append(f"{head}\n<<<\n{body}\n>>>")
     return "\n\n".join(blocks)
 
 
-def _rows_as_records(text: str) -> str:
-    """Markdown tables as one "Header: value; ..." line per row: a small model misreads columns of pipes."""
-    out: list[str] = []
-    header: list[str] | None = None
-    for line in text.splitlines():
-        cells = [c.strip() for c in line.strip().strip("|").split("|")] if line.lstrip().startswith("|") else None
-        if cells is None:
-            header = None
-            out.append(line)
-        elif all(re.fullmatch(r":?-{2,}:?", c) for c in cells if c):
-            continue
-        elif header is None:
-            header = cells
-        else:
-            out.append("; ".join(f"{h}: {v}" if h else v for h, v in zip(header, cells, strict=False) if v))
-    return "\n".join(out)
+class MarkupFilter:
+    """Drops the prompt's own source delimiters (<<< >>>) from the model's text, across delta boundaries: a streamed
+    answer must never show them (a Chinese answer once ended in ">>>")."""
+
+    def __init__(self) -> None:
+        self._held = ""
+
+    def feed(self, delta: str) -> str:
+        text = (self._held + delta).replace("<<<", "").replace(">>>", "")
+        keep = len(text) - len(text.rstrip("<>"))
+        keep = min(keep, 2)
+        self._held, out = (text[-keep:], text[:-keep]) if keep else ("", text)
+        return out
+
+    def flush(self) -> str:
+        out, self._held = self._held, ""
+        return out
 
 
-def _marker_of(state: _State, passage_index: int) -> int:
-    return passage_index + 1
+def revision(streamed: str, answer: Answer) -> dict[str, Any] | None:
+    """How the final answer differs from what was streamed, or None when it is the streamed text.
 
-
-def _later_than_cutoff(question: str, passages: Sequence[Passage]) -> tuple[str, str] | None:
-    """(asked year, newest source date) when the question asks about a year after every source."""
-    years = [int(y) for y in _YEAR.findall(question)]
-    dates = [p.hit.chunk.effective_date for p in passages
-             if p.hit.chunk.effective_date and p.hit.chunk.date_source != "mtime"]
-    if not years or not dates:
+    Not replaced: the same words, with citation markers checked (added, dropped) and notes appended after them.
+    Replaced: a refusal after generation, or sentences removed."""
+    if _bare(answer.answer, markers=False) == _bare(streamed, markers=False):
         return None
-    newest = max(dates)
-    assert newest is not None
-    if max(years) > int(newest[:4]):
-        return str(max(years)), newest
-    return None
+    if answer.status == "no_answer":
+        why = ("the model's answer was not supported by the sources" if answer.trace.get("refused_unsupported")
+               else "the model said the sources do not answer the question")
+        return {"replaced": not _REFUSAL.search(streamed), "reason": f"refused after generation: {why}"}
+    if _bare(answer.answer).startswith(_bare(streamed).rstrip(".。")):
+        return {"replaced": False, "reason": "citations checked; notes on dates or disagreeing sources appended"}
+    return {"replaced": True, "reason": "unsupported sentences or citations were removed after checking the sources"}
 
 
-def _cutoff_sentence(lang: str, later: tuple[str, str]) -> str:
-    year, newest = later
-    if lang == "zh":
-        return f"注意：知识库中最新的相关文档日期为 {newest}，没有关于 {year} 年的信息；以上为截至 {newest} 的情况。"
-    return (f"Note: the newest relevant document in the knowledge base is dated {newest}; it has no information "
-            f"about {year}, so this is what it says as of {newest}.")
+def _bare(text: str, markers: bool = True) -> str:
+    """The words alone: no whitespace, and (by default) no citation markers."""
+    if markers:
+        text = re.sub(r"\[\d+(?:\s*[,，]\s*\d+)*\]", "", text)
+    return re.sub(r"\s+", "", text)
 
 
-def _conflict_sentence(lang: str, c: Conflict) -> str:
-    a, b = c.preferred, c.other
-    if lang == "zh":
-        return (f"注意：来源之间存在不一致：[{a.marker}]（{a.effective_date or '无日期'}）与 [{b.marker}]"
-                f"（{b.effective_date or '无日期'}）说法不同，本回答以 [{a.marker}] 为准（{c.reason}）。")
-    return (f"Note: the sources disagree: [{a.marker}] ({a.effective_date or 'undated'}) and [{b.marker}] "
-            f"({b.effective_date or 'undated'}) differ; this answer follows [{a.marker}], which is {c.reason}.")
+def _status(stage: str, text: str, round_: int | None = None) -> Event:
+    ev: Event = {"type": "status", "stage": stage, "text": text}
+    if round_ is not None:
+        ev["round"] = round_
+    return ev
+
+
+def _final(answer: Answer, rev: dict[str, Any] | None = None) -> Event:
+    return {"type": "final", "answer": answer, "revision": rev}
+
+
+def _record_round(trace: Trace, rounds: list[dict[str, Any]], n: int, queries: list[str], ev: Evidence,
+                  verdict: Verdict) -> None:
+    trace.tokens(verdict.prompt_tokens, verdict.completion_tokens)
+    if verdict.warning:
+        trace.warn(verdict.warning)
+    rounds.append({"round": n, "queries": list(queries), "hits": [h.chunk.chunk_id for h in ev.hits],
+                   "score_gate": round(verdict.gate, 3), "judged_by": verdict.by,
+                   "answerable": verdict.answerable, "missing": verdict.missing})
+
+
+def _conflicts(c: Composed) -> tuple[list[Citation], list[Conflict]]:
+    extra: list[Citation] = []
+    conflicts = []
+    for d in c.disagreements[:2]:
+        sides = []
+        for fact in (d.preferred, d.other):
+            p = c.passages[fact.passage_index]
+            ch = p.hit.chunk
+            sides.append(Citation(fact.passage_index + 1, ch.chunk_id, ch.doc_id, ch.title, ch.source_path,
+                                  ch.page_start, fact.sentence, ch.effective_date, True, 1.0))
+        extra += sides
+        conflicts.append(Conflict(claim=d.preferred.sentence, preferred=sides[0], other=sides[1], reason=d.reason))
+    return extra, conflicts
 
 
 def check_request(req: AskRequest) -> None:

@@ -8,9 +8,11 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from typing import Literal
 
-_CJK = re.compile(r"[\u3400-\u9fff\uf900-\ufaff]")
+from retrieval.text import Language, has_cjk, language_of
+
+__all__ = ["Language", "language_of", "decide_retrieval", "RetrievalDecision", "NO_ANSWER", "SMALLTALK_REPLY"]
+
 _LATIN = re.compile(r"[A-Za-z]")
 
 _SMALLTALK_EN = re.compile(
@@ -24,7 +26,6 @@ _SMALLTALK_ZH = re.compile(
     r"你叫什么(名字)?|你好吗|在吗)\s*[!?.。！？呀啊呢吗]*\s*$"
 )
 
-Language = Literal["zh", "en"]
 
 
 @dataclass(frozen=True)
@@ -33,17 +34,10 @@ class RetrievalDecision:
     reason: str
 
 
-def language_of(text: str) -> Language:
-    """zh when the text has Chinese characters and they outweigh Latin words; else en."""
-    cjk = len(_CJK.findall(text))
-    latin_words = len(re.findall(r"[A-Za-z]{2,}", text))
-    return "zh" if cjk and cjk >= latin_words else "en"
-
-
 def decide_retrieval(question: str) -> RetrievalDecision:
     if _SMALLTALK_EN.match(question) or _SMALLTALK_ZH.match(question):
         return RetrievalDecision(False, "greeting or a question about the assistant")
-    if not _CJK.search(question) and not _LATIN.search(question) and not re.search(r"\d", question):
+    if not has_cjk(question) and not _LATIN.search(question) and not re.search(r"\d", question):
         return RetrievalDecision(False, "no words to search for")
     return RetrievalDecision(True, "a question about the knowledge base")
 

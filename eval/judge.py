@@ -22,9 +22,9 @@ from typing import Any, Protocol
 from app.citations import SupportScorer
 from app.llm.client import LLMClient, LLMError
 from app.llm.json_loose import parse_json_loose
-from app.text import markers, split_sentences, strip_markers
 from eval import metrics as M
 from eval.datasets import QAItem
+from retrieval.text import markers, split_sentences, strip_markers
 
 MAX_STATEMENTS = 12  # bounds judge calls per answer
 _ERROR_FLAG = re.compile(

@@ -290,7 +290,7 @@ class _Asker:
                                           headers={"Authorization": f"Bearer {key}"} if key else None)
             self.model = f"server:{self.run.server}"
             return
-        from app.api.server import build_llm, build_reranker
+        from app.components import build_llm, build_reranker
         from app.pipeline import AnswerPipeline
 
         client, self.embedded = build_llm(self.settings)
@@ -315,12 +315,12 @@ class _Asker:
                 raise RuntimeError(f"POST /ask: HTTP {r.status_code}: {r.text[:300]}")
             out: dict[str, Any] = r.json()
             return out
-        from app.api.ask import answer_json
         from app.pipeline import AskRequest
+        from retrieval.types import answer_dict
 
         req = AskRequest(question=item.question, collection=collection, filter=SearchFilter(doc_ids=tuple(doc_ids)),
                          **opts)
-        return answer_json(await self.pipeline.answer(req))
+        return answer_dict(await self.pipeline.answer(req))
 
     async def close(self) -> None:
         if self.http is not None:

@@ -103,3 +103,22 @@ class Answer:
     retrieved: tuple[ScoredChunk, ...] = ()
     trace: dict[str, Any] = field(default_factory=dict)
     usage: dict[str, int] = field(default_factory=dict)
+
+
+def answer_dict(a: Answer) -> dict[str, Any]:
+    """An Answer as the JSON that POST /ask returns (and evaluation runs store)."""
+    from dataclasses import asdict
+
+    return {
+        "answer": a.answer, "status": a.status,
+        "citations": [asdict(c) for c in a.citations],
+        "conflicts": [{"claim": c.claim, "preferred": asdict(c.preferred), "other": asdict(c.other),
+                       "reason": c.reason} for c in a.conflicts],
+        "knowledge_cutoff": a.knowledge_cutoff,
+        "retrieved": [
+            {"chunk_id": h.chunk.chunk_id, "doc_id": h.chunk.doc_id, "title": h.chunk.title,
+             "source_path": h.chunk.source_path, "score": h.score, "effective_date": h.chunk.effective_date}
+            for h in a.retrieved
+        ],
+        "trace": a.trace, "usage": a.usage,
+    }

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 from collections.abc import AsyncIterator
-from dataclasses import asdict
 from typing import Any
 
 from fastapi import APIRouter, Request
@@ -14,7 +13,7 @@ from app.api.routes import ERRORS, Reader
 from app.api.schemas import AskIn, AskOut, ErrorOut
 from app.pipeline import AnswerPipeline, AskRequest
 from app.service import make_filter
-from retrieval.types import Answer
+from retrieval.types import answer_dict
 
 router = APIRouter()
 RESPONSES = {**ERRORS, 429: {"model": ErrorOut}, 503: {"model": ErrorOut}}
@@ -31,20 +30,9 @@ def to_request(body: AskIn, default_collection: str) -> AskRequest:
     )
 
 
-def answer_json(a: Answer) -> dict[str, Any]:
-    return {
-        "answer": a.answer, "status": a.status,
-        "citations": [asdict(c) for c in a.citations],
-        "conflicts": [{"claim": c.claim, "preferred": asdict(c.preferred), "other": asdict(c.other),
-                       "reason": c.reason} for c in a.conflicts],
-        "knowledge_cutoff": a.knowledge_cutoff,
-        "retrieved": [
-            {"chunk_id": h.chunk.chunk_id, "doc_id": h.chunk.doc_id, "title": h.chunk.title,
-             "source_path": h.chunk.source_path, "score": h.score, "effective_date": h.chunk.effective_date}
-            for h in a.retrieved
-        ],
-        "trace": a.trace, "usage": a.usage,
-    }
+def _sse(event: str | None, payload: dict[str, Any]) -> str:
+    head = f"event: {event}\n" if event else ""
+    return f"{head}data: {json.dumps(payload, ensure_ascii=False)}\n\n"
 
 
 @router.post("/ask", response_model=AskOut, responses=RESPONSES)
@@ -54,23 +42,26 @@ async def ask(body: AskIn, request: Request, key: Reader) -> Any:
     key.check(req.collection)  # before admission and any LLM work
     admission = request.app.state.admission
     if not body.stream:
-        async with admission.slot():
-            return answer_json(await pipeline.answer(req))
+        async with admission.slot(request.receive):
+            return answer_dict(await pipeline.answer(req))
 
     # Admission is decided before the stream starts, so an overloaded server still answers 429, not a broken stream.
-    slot = admission.slot()
+    slot = admission.slot(request.receive)
     await slot.__aenter__()
 
     async def events() -> AsyncIterator[str]:
+        # Deltas are plain `data:` lines (an OpenAI-style client reads them as text); status, final and error events
+        # are named, so a client that only knows deltas never mistakes them for answer text.
         try:
             async for ev in pipeline.stream(req):
-                if "delta" in ev:
-                    yield f"data: {json.dumps({'type': 'delta', 'text': ev['delta']}, ensure_ascii=False)}\n\n"
+                if ev["type"] == "delta":
+                    yield _sse(None, {"type": "delta", "text": ev["text"]})
+                elif ev["type"] == "status":
+                    yield _sse("status", ev)
                 else:
-                    payload = {"type": "final", **answer_json(ev["final"])}
-                    yield f"event: final\ndata: {json.dumps(payload, ensure_ascii=False)}\n\n"
+                    yield _sse("final", {"type": "final", **answer_dict(ev["answer"]), "revision": ev["revision"]})
         except Exception as e:  # the status line is gone; report in-band and end the stream
-            yield f"event: error\ndata: {json.dumps({'type': 'error', 'detail': str(e)})}\n\n"
+            yield _sse("error", {"type": "error", "detail": str(e)})
         finally:
             await slot.__aexit__(None, None, None)
 

@@ -12,7 +12,7 @@ import logging
 import random
 import re
 import weakref
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -84,6 +84,7 @@ class LLMClient:
         backoff_base: float = 0.5,
         backoff_max: float = 8.0,
         retry_after_cap: float = 30.0,
+        diagnose: Callable[[], str | None] | None = None,
     ) -> None:
         if not re.match(r"^https?://[^/]+", base_url or ""):
             raise ValueError(f"base_url must be an http(s) URL, got {base_url!r}")
@@ -109,6 +110,8 @@ class LLMClient:
         self.backoff_max = backoff_max
         self.retry_after_cap = retry_after_cap
         self._headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
+        # Why the server is known to be down (the embedded server's supervisor gave up): said instead of retrying.
+        self.diagnose = diagnose
         # httpx's async pool and asyncio.Semaphore belong to one event loop; chat_sync runs its own loop.
         self._states: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _LoopState] = (
             weakref.WeakKeyDictionary()
@@ -276,6 +279,9 @@ class LLMClient:
         """One response with a status < 400, after retries; its body is unread when `stream`."""
         import httpx
 
+        down = self.diagnose() if self.diagnose else None
+        if down:
+            raise LLMUnavailable(down)
         attempts = self.max_retries + 1
         last = ""
         status: int | None = None
@@ -317,8 +323,9 @@ class LLMClient:
                     delay,
                 )
                 await asyncio.sleep(delay)
+        down = self.diagnose() if self.diagnose else None
         raise LLMUnavailable(
-            f"LLM server at {self.base_url} unavailable after {attempts} attempt(s): {last}", status
+            down or f"LLM server at {self.base_url} unavailable after {attempts} attempt(s): {last}", status
         )
 
     def _json(self, resp: Any) -> Any:

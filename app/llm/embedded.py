@@ -4,6 +4,11 @@ Used when no LLM server is configured. The server runs in its own process group 
 with it) and exits by itself when its parent dies, even by SIGKILL, so test runs never leave orphans on the
 shared cores. A background thread restarts it after a crash, with backoff, at most
 `max_restarts_per_minute` times a minute.
+
+Ready means answered, not listening: the server must complete a real prompt of `self_test_tokens` tokens before
+it counts as started, because a build for the wrong CPU (ggml's AMX or AVX-512 kernels on a VM that advertises but
+does not allow them) lists its model fine and dies with SIGILL on the first long prompt. A crash there, or a fatal
+signal later, ends the restart loop: `failure` then says what died, with which signal, and what to do.
 """
 
 from __future__ import annotations
@@ -53,6 +58,49 @@ runpy.run_module("llama_cpp.server", run_name="__main__", alter_sys=True)
 class EmbeddedServerError(RuntimeError):
     """The embedded server did not start or cannot be kept running; the message ends with its log tail."""
 
+    def __init__(self, message: str, exit_code: int | None = None) -> None:
+        super().__init__(message)
+        self.exit_code = exit_code  # the process's return code when it died (negative: the signal)
+
+
+# Signals after which a restart cannot help: the same binary on the same CPU fails the same way.
+_FATAL_SIGNALS = {signal.SIGILL: "illegal instruction", signal.SIGBUS: "bus error"}
+REBUILD_HINT = (
+    "the CPU lacks an instruction this llama.cpp build uses (for example AMX or AVX-512 kernels compiled for the "
+    "build machine). Rebuild it portably (AVX2 baseline) and restart: "
+    "`rm -rf ~/.cache/ragqa/wheels/llama-cpp-python-* && scripts/build_llama.sh .venv/bin/pip`"
+)
+
+
+def describe_exit(code: int | None) -> str:
+    """'exited with code 1', 'killed by signal SIGILL (illegal instruction)', ..."""
+    if code is None:
+        return "is still running"
+    if code >= 0:
+        return f"exited with code {code}"
+    try:
+        sig = signal.Signals(-code)
+    except ValueError:
+        return f"killed by signal {-code}"
+    what = _FATAL_SIGNALS.get(sig) or signal.strsignal(sig) or ""
+    return f"killed by signal {sig.name} ({what.lower()})" if what else f"killed by signal {sig.name}"
+
+
+def is_fatal(code: int | None) -> bool:
+    return code is not None and code < 0 and -code in {int(s) for s in _FATAL_SIGNALS}
+
+
+def _remedy(code: int | None) -> str:
+    if code is not None and code == -int(signal.SIGILL):
+        return REBUILD_HINT
+    return "see the log for the cause"
+
+
+# About 300 tokens of plain prose: long enough that llama.cpp runs its batched matrix kernels, as a real prompt does.
+_SELF_TEST_PROMPT = " ".join(
+    ["The service checks that the model can read a long prompt before it accepts questions."] * 20
+) + "\nIn one word, what does the service check?"
+
 
 class EmbeddedLLMServer:
     """Start with `start()` or `with EmbeddedLLMServer(path) as srv:`; point an LLMClient at `base_url`."""
@@ -70,6 +118,7 @@ class EmbeddedLLMServer:
         max_restarts_per_minute: int = 3,
         log_path: Path | None = None,
         extra_args: tuple[str, ...] = (),
+        self_test_tokens: int = 256,
     ) -> None:
         if not 0 <= port <= 65535:
             raise ValueError(f"port must be 0..65535 (0 = pick a free one), got {port}")
@@ -95,8 +144,9 @@ class EmbeddedLLMServer:
         self.log_path = log_path
         self._own_log = False  # a temp log we made: removed on a clean stop
         self.extra_args = tuple(extra_args)
+        self.self_test_tokens = self_test_tokens
         self.restarts = 0  # successful restarts by the supervisor
-        self.failure: str | None = None  # why the supervisor gave up, if it did
+        self.failure: str | None = None  # why the server cannot be kept running, if it cannot (for users)
         self._proc: subprocess.Popen[bytes] | None = None
         self._lock = threading.RLock()
         self._stopping = threading.Event()
@@ -122,7 +172,12 @@ class EmbeddedLLMServer:
                 self.log_path = Path(name)
                 self._own_log = True
             self._stopping.clear()
-            self._launch_and_wait()
+            self.failure = None
+            try:
+                self._launch_and_wait()
+            except EmbeddedServerError as e:
+                self.failure = str(e)
+                raise
             atexit.register(self.stop)
             self._supervisor = threading.Thread(target=self._supervise, name="llm-supervisor", daemon=True)
             self._supervisor.start()
@@ -165,6 +220,11 @@ class EmbeddedLLMServer:
         with self._lock:
             return self._proc.pid if self._proc is not None else None
 
+    @property
+    def failure_summary(self) -> str | None:
+        """`failure` without the log tail: what a client or /readyz may be told."""
+        return self.failure.split("\n", 1)[0].split(" Log /", 1)[0] if self.failure else None
+
     def is_running(self) -> bool:
         with self._lock:
             return self._proc is not None and self._proc.poll() is None
@@ -201,10 +261,12 @@ class EmbeddedLLMServer:
         ]
 
     def client(self, **kwargs: Any) -> LLMClient:
-        """An LLMClient for this server, speaking llama-cpp-python's dialect of structured output."""
+        """An LLMClient for this server, speaking llama-cpp-python's dialect of structured output; its errors say
+        why the server is down when the supervisor gave up on it."""
         from app.llm.client import LLMClient
 
         kwargs.setdefault("structured_style", "llamacpp")
+        kwargs.setdefault("diagnose", lambda: self.failure_summary)
         return LLMClient(self.base_url, self.model_alias, **kwargs)
 
     def log_tail(self, n_lines: int = 30) -> str:
@@ -258,15 +320,12 @@ class EmbeddedLLMServer:
         while True:
             code = proc.poll()
             if code is not None:
-                raise EmbeddedServerError(
-                    f"llama.cpp server for {self.model_path.name} exited with code {code} while starting; "
-                    f"log {self.log_path}:\n{self.log_tail()}"
-                )
+                raise self._died(code, "while starting")
             if self._stopping.is_set():
                 raise EmbeddedServerError("stopped while the llama.cpp server was starting")
             try:
                 if httpx.get(url, timeout=2.0).status_code == 200:
-                    return
+                    break
             except httpx.TransportError:
                 pass
             if time.monotonic() > deadline:
@@ -275,6 +334,45 @@ class EmbeddedLLMServer:
                     f"log {self.log_path}:\n{self.log_tail()}"
                 )
             time.sleep(0.25)
+        self._self_test(proc, deadline)
+
+    def _self_test(self, proc: subprocess.Popen[bytes], deadline: float) -> None:
+        """Complete a real prompt of at least `self_test_tokens` tokens; a crash here is the build, not bad luck."""
+        import httpx
+
+        if self.self_test_tokens <= 0:
+            return
+        words = _SELF_TEST_PROMPT.split(" ")
+        prompt = " ".join(words * (1 + self.self_test_tokens // 250))
+        body = {"model": self.model_alias, "prompt": prompt, "max_tokens": 2, "temperature": 0.0}
+        t = time.monotonic()
+        try:
+            r = httpx.post(f"{self.base_url}/completions", json=body, timeout=max(5.0, deadline - time.monotonic()))
+        except httpx.TransportError as e:
+            code = _wait_exit(proc, 5.0)
+            if code is not None:
+                raise self._died(code, f"while answering its start-up self-test (a {self.self_test_tokens}-token "
+                                       "prompt)") from e
+            raise EmbeddedServerError(
+                f"llama.cpp server did not answer its start-up self-test within {self.startup_timeout:.0f}s ({e}); "
+                f"log {self.log_path}:\n{self.log_tail()}"
+            ) from e
+        if r.status_code != 200:
+            raise EmbeddedServerError(
+                f"llama.cpp server failed its start-up self-test: HTTP {r.status_code}: {r.text[:300]}; "
+                f"log {self.log_path}:\n{self.log_tail()}"
+            )
+        n = int((r.json().get("usage") or {}).get("prompt_tokens") or 0)
+        if n < self.self_test_tokens:  # the check must not quietly test less than it claims
+            raise EmbeddedServerError(f"start-up self-test read only {n} prompt tokens, wanted {self.self_test_tokens}")
+        log.info("embedded LLM self-test passed: %d prompt tokens in %.1fs", n, time.monotonic() - t)
+
+    def _died(self, code: int, when: str) -> EmbeddedServerError:
+        return EmbeddedServerError(
+            f"embedded LLM server (llama.cpp, {self.model_path.name}) {describe_exit(code)} {when}: {_remedy(code)}. "
+            f"Log {self.log_path}:\n{self.log_tail()}",
+            exit_code=code,
+        )
 
     def _supervise(self) -> None:
         while not self._stopping.is_set():
@@ -289,11 +387,14 @@ class EmbeddedLLMServer:
             if self._stopping.is_set():
                 return
             log.warning(
-                "embedded LLM server (pid %d) exited with code %s; log tail:\n%s",
-                proc.pid,
-                code,
-                self.log_tail(10),
+                "embedded LLM server (pid %d) %s; log tail:\n%s", proc.pid, describe_exit(code), self.log_tail(10)
             )
+            if is_fatal(code):
+                self.failure = str(self._died(code, "while serving"))
+                log.error("not restarting: %s", self.failure)
+                with self._lock:
+                    self._proc = None
+                return
             self._restart_with_backoff()
 
     def _restart_with_backoff(self) -> None:
@@ -318,10 +419,21 @@ class EmbeddedLLMServer:
                 self._launch_and_wait()
             except EmbeddedServerError as e:
                 log.warning("restart of the embedded LLM server failed: %s", e)
+                if is_fatal(e.exit_code):
+                    self.failure = str(e)
+                    log.error("not restarting: %s", self.failure)
+                    return
                 continue
             self.restarts += 1
             log.warning("embedded LLM server restarted (pid %s, restart #%d)", self.pid, self.restarts)
             return
+
+
+def _wait_exit(proc: subprocess.Popen[bytes], timeout: float) -> int | None:
+    try:
+        return proc.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        return None
 
 
 def _free_port(host: str) -> int:

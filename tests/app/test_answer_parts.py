@@ -10,11 +10,14 @@ from app.admission import Admission
 from app.citations import SupportScorer, check_citations, render_with_markers
 from app.conflicts import find_disagreements
 from app.errors import Overloaded
-from app.pipeline import _cutoff_sentence, _later_than_cutoff, _order_by_date, bridge_query, score_gate
+from app.notes import cutoff_sentence as _cutoff_sentence
+from app.notes import later_than_cutoff as _later_than_cutoff
 from app.routing import decide_retrieval, language_of
-from app.text import markers, numbers, split_sentences, strip_markers
+from app.sufficiency import bridge_query, score_gate
 from retrieval.analyzer import Analyzer
+from retrieval.evidence import order_by_date as _order_by_date
 from retrieval.expand import Passage
+from retrieval.text import markers, numbers, split_sentences, strip_markers
 from retrieval.types import Chunk, ScoredChunk
 
 

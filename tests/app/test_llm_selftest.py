@@ -1,0 +1,128 @@
+"""The embedded server's start-up self-test and its fatal-crash handling, with a FAKE llama.cpp server.
+
+The fake (a few lines of http.server, named as such) stands in for `python -m llama_cpp.server` because these tests
+are about supervision: what happens when the model process dies with SIGILL on its first long prompt, as a
+llama.cpp build with AMX kernels does on a VM that advertises AMX but does not allow it. No model is loaded.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from app.llm.client import LLMClient, LLMUnavailable
+from app.llm.embedded import EmbeddedLLMServer, EmbeddedServerError, describe_exit
+
+FAKE = r'''
+import json, os, signal, sys
+from http.server import BaseHTTPRequestHandler, HTTPServer
+port, mode = int(sys.argv[1]), sys.argv[2]
+
+class H(BaseHTTPRequestHandler):
+    def log_message(self, *a):
+        pass
+    def _send(self, obj):
+        data = json.dumps(obj).encode()
+        self.send_response(200)
+        self.send_header("content-type", "application/json")
+        self.send_header("content-length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+    def do_GET(self):
+        self._send({"object": "list", "data": [{"id": "ragqa", "object": "model"}]})
+    def do_POST(self):
+        body = json.loads(self.rfile.read(int(self.headers["content-length"])))
+        n = len(body.get("prompt", "").split())
+        if mode == "sigill" and n > 50:
+            print("invalid opcode: tilezero %tmm4 (fake)", flush=True)
+            os.kill(os.getpid(), signal.SIGILL)
+        self._send({"choices": [{"text": "ok", "index": 0, "finish_reason": "length"}],
+                    "usage": {"prompt_tokens": n, "completion_tokens": 1, "total_tokens": n + 1}})
+
+HTTPServer(("127.0.0.1", port), H).serve_forever()
+'''
+
+
+class FakeLlamaServer(EmbeddedLLMServer):
+    """The real supervisor around a fake server process (see the module docstring)."""
+
+    mode = "ok"
+
+    def command(self) -> list[str]:
+        return [sys.executable, "-c", FAKE, str(self.port), self.mode]
+
+
+def _server(tmp_path: Path, mode: str, **kw: object) -> FakeLlamaServer:
+    model = tmp_path / "fake.gguf"
+    model.write_bytes(b"GGUF")
+    srv = FakeLlamaServer(model, startup_timeout=30, log_path=tmp_path / "llm.log", **kw)  # type: ignore[arg-type]
+    srv.mode = mode
+    return srv
+
+
+def test_describe_exit_names_the_signal() -> None:
+    assert describe_exit(-int(signal.SIGILL)) == "killed by signal SIGILL (illegal instruction)"
+    assert describe_exit(3) == "exited with code 3"
+    assert describe_exit(-int(signal.SIGKILL)).startswith("killed by signal SIGKILL")
+
+
+def test_a_server_that_dies_on_the_self_test_is_not_ready_and_says_why(tmp_path: Path) -> None:
+    srv = _server(tmp_path, "sigill")
+    with pytest.raises(EmbeddedServerError) as err:
+        srv.start()
+    msg = str(err.value)
+    assert "killed by signal SIGILL" in msg and "self-test" in msg
+    assert "scripts/build_llama.sh" in msg  # what to do
+    assert "tilezero" in msg  # the log tail
+    assert srv.failure is not None and srv.failure_summary is not None
+    assert "Log /" not in srv.failure_summary and "SIGILL" in srv.failure_summary
+    assert not srv.is_running() and srv.restarts == 0
+
+    # A client of the failed server says the same thing instead of retrying a dead port.
+    client = srv.client(timeout=5.0)
+    with pytest.raises(LLMUnavailable, match="SIGILL"):
+        client.models_sync()
+
+
+def test_the_self_test_passes_with_a_long_enough_prompt(tmp_path: Path) -> None:
+    with _server(tmp_path, "ok") as srv:
+        assert srv.is_running() and srv.failure is None
+    assert "self-test" not in (tmp_path / "llm.log").read_text()  # nothing went wrong
+
+
+def test_sigill_while_serving_stops_the_restart_loop(tmp_path: Path) -> None:
+    srv = _server(tmp_path, "ok", max_restarts_per_minute=5).start()
+    try:
+        pid = srv.pid
+        assert pid is not None
+        os.kill(pid, signal.SIGILL)  # as the CPU would on an unsupported instruction mid-answer
+        deadline = time.monotonic() + 20
+        while srv.failure is None and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert srv.failure is not None and "killed by signal SIGILL" in srv.failure
+        assert "scripts/build_llama.sh" in srv.failure
+        time.sleep(1.5)  # longer than the first restart backoff: no restart may follow
+        assert srv.restarts == 0 and not srv.is_running()
+        with pytest.raises(LLMUnavailable, match="SIGILL"):
+            LLMClient(srv.base_url, "ragqa", diagnose=lambda: srv.failure_summary).models_sync()
+    finally:
+        srv.stop()
+
+
+def test_an_ordinary_crash_is_still_restarted(tmp_path: Path) -> None:
+    srv = _server(tmp_path, "ok", max_restarts_per_minute=5).start()
+    try:
+        old = srv.pid
+        assert old is not None
+        os.kill(old, signal.SIGKILL)
+        deadline = time.monotonic() + 20
+        while (srv.restarts == 0 or not srv.is_running()) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert srv.restarts == 1 and srv.pid != old and srv.failure is None
+    finally:
+        srv.stop()
