@@ -29,6 +29,7 @@ def _chunking(s: Settings) -> ChunkingSettings:
 
 def cmd_ingest(args: argparse.Namespace, s: Settings) -> int:
     from ingest import cli
+    from ingest.parsers.archive import ArchiveLimits
 
     if args.async_:
         from app.ops_cli import enqueue_ingest
@@ -37,7 +38,8 @@ def cmd_ingest(args: argparse.Namespace, s: Settings) -> int:
     return cli.run(
         args, data_dir=s.data_dir, collection=s.collection, embedder_spec=s.embedder, chunking=_chunking(s),
         max_bytes=s.max_file_mb * 2**20, workers=s.ingest_workers, near_dup_threshold=s.near_dup_threshold,
-        batch_chunks=s.ingest_batch_chunks,
+        batch_chunks=s.ingest_batch_chunks, max_file_tokens=s.ingest_max_file_tokens,
+        archive=ArchiveLimits(max_unpacked_bytes=s.archive_max_unpacked_mb * 2**20, max_ratio=s.archive_max_ratio),
     )
 
 
@@ -79,14 +81,14 @@ def cmd_ask(args: argparse.Namespace, s: Settings) -> int:
     """Answer one question in-process (starting the embedded model unless RAGQA_LLM_BASE_URL is set)."""
     import asyncio
 
-    from app.components import build_llm
+    from app.components import build_llm, pipeline_config
     from app.pipeline import AnswerPipeline, AskRequest
     from app.service import SearchService
     from retrieval.types import answer_dict
 
     client, embedded = build_llm(s)
     try:
-        pipe = AnswerPipeline(SearchService(s.data_dir), client)
+        pipe = AnswerPipeline(SearchService(s.data_dir), client, pipeline_config(s))
         req = AskRequest(question=args.question, collection=args.collection or s.collection, as_of=args.as_of,
                          hyde=args.hyde, multi_query=args.multi_query)
         ans = asyncio.run(pipe.answer(req))

@@ -6,6 +6,7 @@ import logging
 from typing import TYPE_CHECKING
 
 from app.llm.client import LLMClient
+from app.pipeline import PipelineConfig
 from app.settings import Settings
 from retrieval.rerank import Reranker
 
@@ -49,3 +50,11 @@ def build_reranker(settings: Settings, llm: LLMClient) -> Reranker | None:
         key = settings.llm_api_key.get_secret_value() if settings.llm_api_key else None
         return LLMReranker(llm.base_url, llm.model, api_key=key)
     return None
+
+
+def pipeline_config(settings: Settings, **overrides: object) -> PipelineConfig:
+    """The answer pipeline's settings. The sufficiency judgement costs a CPU model a re-read of the evidence before the
+    first word (seconds on two cores), and a GPU server next to nothing: so by default the embedded model lets its
+    answer refuse, and a configured server is also asked where the score gate is unsure (docs/benchmarks.md)."""
+    judge = settings.judge or ("unsure" if settings.llm_base_url else "never")
+    return PipelineConfig(**{"judge": judge, **overrides})  # type: ignore[arg-type]

@@ -17,6 +17,10 @@ class Forbidden(RagqaError):
     pass
 
 
+class Conflict(RagqaError):
+    """The request clashes with the resource's state (e.g. cancelling a finished job)."""
+
+
 class Unavailable(RagqaError):
     """A backend (the LLM server, the store) cannot serve right now."""
 

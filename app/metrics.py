@@ -14,11 +14,12 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from prometheus_client import CollectorRegistry, Counter, Histogram
-from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
 if TYPE_CHECKING:
     from app.pipeline import AnswerPipeline, AskRequest
+    from app.worker_supervisor import WorkerSupervisor
     from ingest.jobs import JobQueue
     from retrieval.types import Answer
 
@@ -43,6 +44,12 @@ class Metrics:
         self.tokens = Counter("ragqa_llm_tokens", "LLM tokens", ["direction"], registry=r)
         self.errors = Counter("ragqa_errors", "errors by kind", ["kind"], registry=r)
         r.register(_StoreCollector(data_dir, jobs))
+        self._worker = _WorkerCollector()
+        r.register(self._worker)
+
+    def watch_worker(self, supervisor: WorkerSupervisor | None) -> None:
+        """Report the embedded ingest worker (up, restarts, deaths); nothing when the server runs none."""
+        self._worker.supervisor = supervisor
 
     def observe_request(self, method: str, route: str, status: int, seconds: float) -> None:
         self.requests.labels(method, route, str(status)).inc()
@@ -82,9 +89,25 @@ class MeteredPipeline:
 
     async def stream(self, req: AskRequest) -> AsyncIterator[dict[str, Any]]:
         async for ev in self.inner.stream(req):
-            if "final" in ev:
-                self.metrics.observe_answer(ev["final"])
+            if ev["type"] == "final":
+                self.metrics.observe_answer(ev["answer"])
             yield ev
+
+
+class _WorkerCollector(Collector):
+    def __init__(self) -> None:
+        self.supervisor: WorkerSupervisor | None = None
+
+    def collect(self) -> Iterator[GaugeMetricFamily | CounterMetricFamily]:
+        sup = self.supervisor
+        if sup is None:
+            return
+        yield GaugeMetricFamily("ragqa_worker_up", "1 while the embedded ingest worker runs",
+                                value=1 if sup.pid is not None else 0)
+        yield CounterMetricFamily("ragqa_worker_restarts", "embedded ingest worker restarts after a death",
+                                  value=sup.restarts)
+        yield CounterMetricFamily("ragqa_worker_deaths", "embedded ingest worker deaths (crash, kill, OOM)",
+                                  value=sup.deaths)
 
 
 class _StoreCollector(Collector):

@@ -22,9 +22,10 @@ def add_parsers(sub: Any) -> None:
     pw.add_argument("--parent-pid", type=int, help=argparse.SUPPRESS)  # set by `ragqa serve`'s embedded worker
     pw.set_defaults(func=cmd_worker)
 
-    pj = sub.add_parser("jobs", help="list ingest jobs, or show one")
-    pj.add_argument("job_id", nargs="?", type=int)
-    pj.add_argument("--status", choices=["queued", "running", "done", "failed"])
+    pj = sub.add_parser("jobs", help="list ingest jobs, show one (`jobs ID`), or cancel one (`jobs cancel ID`)")
+    pj.add_argument("target", nargs="*", metavar="ID | cancel ID",
+                    help="a job id to show it; `cancel ID` to cancel it (a running job stops after its current file)")
+    pj.add_argument("--status", choices=["queued", "running", "done", "failed", "cancelled"])
     pj.add_argument("--limit", type=int, default=20)
     pj.add_argument("--json", action="store_true")
     pj.set_defaults(func=cmd_jobs)
@@ -37,12 +38,15 @@ def add_parsers(sub: Any) -> None:
 
 def _worker_config(s: Settings) -> Any:
     from ingest.chunking import ChunkingSettings
+    from ingest.parsers.archive import ArchiveLimits
     from ingest.worker import WorkerConfig
 
     return WorkerConfig(
         data_dir=s.data_dir, embedder_spec=s.embedder,
         chunking=ChunkingSettings(levels=s.chunk_levels, overlap=s.chunk_overlap), max_bytes=s.max_file_mb * 2**20,
         near_dup_threshold=s.near_dup_threshold, lease_s=s.job_lease_s, poll_s=s.job_poll_s,
+        max_file_tokens=s.ingest_max_file_tokens,
+        archive=ArchiveLimits(max_unpacked_bytes=s.archive_max_unpacked_mb * 2**20, max_ratio=s.archive_max_ratio),
     )
 
 
@@ -104,11 +108,22 @@ def enqueue_ingest(args: argparse.Namespace, s: Settings) -> int:
 def cmd_jobs(args: argparse.Namespace, s: Settings) -> int:
     from ingest.jobs import JobQueue
 
+    target = list(args.target)
+    cancel = bool(target) and target[0] == "cancel"
+    if cancel:
+        target.pop(0)
+    if len(target) > 1 or (cancel and not target) or (target and not target[0].isdigit()):
+        print("error: usage: ragqa jobs [ID | cancel ID]", file=sys.stderr)
+        return 2
+    job_id = int(target[0]) if target else None
     queue = JobQueue.for_data_dir(s.data_dir, s.job_max_attempts).open()
-    if args.job_id is not None:
-        job = queue.get(args.job_id)
+    if cancel:
+        assert job_id is not None
+        return _cancel(queue, job_id)
+    if job_id is not None:
+        job = queue.get(job_id)
         if job is None:
-            print(f"error: job {args.job_id} not found", file=sys.stderr)
+            print(f"error: job {job_id} not found", file=sys.stderr)
             return 1
         out = job.to_json()
         out["attempt_log"] = [a.__dict__ for a in queue.attempts(job.job_id)]
@@ -121,10 +136,29 @@ def cmd_jobs(args: argparse.Namespace, s: Settings) -> int:
     for j in jobs:
         total = "?" if j.files_total is None else str(j.files_total)
         first = j.paths[0] + (f" (+{len(j.paths) - 1})" if len(j.paths) > 1 else "")
-        print(f"{j.job_id:>6}  {j.status:<8} {j.collection:<16} {j.files_done:>5}/{total:<5} "
+        print(f"{j.job_id:>6}  {j.status:<9} {j.collection:<16} {j.files_done:>5}/{total:<5} "
               f"try {j.attempts}  {j.to_json()['created_at']}  {first}")
     counts = queue.counts()
     print(", ".join(f"{n} {k}" for k, n in counts.items()))
+    return 0
+
+
+def _cancel(queue: Any, job_id: int) -> int:
+    from ingest.jobs import FINISHED
+
+    job = queue.get(job_id)
+    if job is None:
+        print(f"error: job {job_id} not found", file=sys.stderr)
+        return 1
+    if job.status in FINISHED:
+        print(f"error: job {job_id} is already {job.status}: nothing to cancel", file=sys.stderr)
+        return 1
+    job = queue.cancel(job_id)
+    if job.status == "running":
+        print(f"job {job_id}: cancel requested; its worker stops after the file in progress "
+              f"(follow it with: ragqa jobs {job_id})")
+    else:
+        print(f"job {job_id}: {job.status}")
     return 0
 
 

@@ -10,7 +10,7 @@ Events, in order (`stream`; `answer` returns the last one's answer):
   {"type": "delta", "text": ...}                                                           the model's words
   {"type": "final", "answer": Answer, "revision": None | {"replaced": bool, "reason": ...}}
 `revision` is set whenever the final answer is not the streamed text: a client shows `answer` in place of what it
-streamed, and when `replaced` is true (a refusal after generation, say) it tells the user `reason` (docs/api.md).
+streamed, and when `replaced` is true (a refusal after generation, say) it tells the user `reason` (README, /ask).
 """
 
 from __future__ import annotations
@@ -71,9 +71,9 @@ class PipelineConfig:
     max_passage_tokens: int = 320
     answer_max_tokens: int = 200
     max_sentences: int = 4
-    judge: JudgePolicy = "auto"  # the model's sufficiency judgement: where the gate is unsure, always, or never
+    judge: JudgePolicy = "unsure"  # the model's sufficiency judgement: where the gate is unsure, always, or never
     min_lexical_support: float = 0.34  # score gate: below, the evidence cannot ground an answer
-    sure_lexical_support: float = 0.75  # score gate: at or above, "auto" skips the model's judgement
+    sure_lexical_support: float = 0.75  # score gate: at or above, "unsure" skips the model's judgement
     bridge_below: float = 0.75  # one more retrieval when no source sentence holds this share of the question's words
 
 
@@ -248,8 +248,12 @@ class AnswerPipeline:
                 break
             query = nxt
         trace.data["rounds"] = rounds
-        trace.data["evidence"] = {"passages": len(composed.passages),
-                                  "tokens": sum(p.token_count for p in composed.passages)}
+        # What the model read, word for word: the judges of an evaluation check answers against this.
+        trace.data["evidence"] = {
+            "tokens": sum(p.token_count for p in composed.passages),
+            "passages": [{"marker": i, "chunk_id": p.hit.chunk.chunk_id, "text": p.text}
+                         for i, p in enumerate(composed.passages, 1)],
+        }
         cutoff = await asyncio.to_thread(retriever.collection.store.newest_date, plan.flt)
         yield Found(composed, tuple(p.hit for p in passages), sufficient, cutoff)
 

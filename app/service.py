@@ -98,6 +98,9 @@ def make_filter(
     date_to: str | None = None, language: str | None = None, kinds: list[str] | None = None,
     metadata: dict[str, str] | None = None,
 ) -> SearchFilter:
+    """The store's filter. Dates are inclusive ISO dates; undated and mtime-dated documents pass (see SearchFilter)."""
+    if date_from and date_to and date_from > date_to:
+        raise BadRequest(f"date_from ({date_from}) is after date_to ({date_to}): no date is in that range")
     return SearchFilter(
         doc_ids=tuple(doc_ids or ()), source_prefix=source_prefix, date_from=date_from, date_to=date_to,
         language=language, kinds=tuple(kinds or ()), metadata=tuple(sorted((metadata or {}).items())),

@@ -53,7 +53,7 @@ class Settings(BaseSettings):
         description="embedding model for new collections: auto, minilm, minilm-int8, use-multilingual, e5-small, "
         "st:/path; auto: minilm-int8 for English, use-multilingual for Chinese, e5-small for English with some Chinese",
     )
-    chunk_levels: tuple[int, ...] = Field((128, 256, 512), description="chunk sizes in tokens")
+    chunk_levels: tuple[int, ...] = Field((128,), description="chunk sizes in tokens, for new collections")
     chunk_overlap: float = Field(0.15, ge=0.0, lt=0.5)
     near_dup_threshold: float = Field(0.85, gt=0.0, le=1.0)
     max_file_mb: int = Field(100, ge=1, description="files larger than this are refused at ingest")
@@ -81,6 +81,12 @@ class Settings(BaseSettings):
     llm_timeout_s: float = Field(120.0, gt=0, description="per LLM request")
     llm_max_concurrency: int = Field(2, ge=1, le=256, description="LLM requests in flight at once")
     llm_max_queue: int = Field(16, ge=0, le=10_000, description="/ask requests allowed to wait; more get 429")
+    judge: Literal["unsure", "always", "never"] | None = Field(
+        None, description="the model's sufficiency judgement before answering: `unsure` = only where the score gate "
+        "is unsure, `always`, `never` (the answer itself may refuse); unset = `never` for the embedded model on CPU, "
+        "`unsure` for a configured server")
+    llm_queue_timeout_s: float = Field(60.0, gt=0, le=3600, description="an /ask request that waited this long "
+                                                                        "for a slot gets 503 with Retry-After")
     rerank_url: str | None = Field(None, description="a /v1/rerank endpoint (vLLM serving a cross-encoder)")
     rerank_model: str = Field("reranker", description="model name sent to the re-rank endpoint")
     rerank_path: Path | None = Field(None, description="a local sentence-transformers CrossEncoder folder")
@@ -95,6 +101,14 @@ class Settings(BaseSettings):
                                                                      "lease this long is run again")
     job_poll_s: float = Field(0.5, gt=0.0, le=60.0, description="how often an idle worker looks for jobs")
     job_max_attempts: int = Field(3, ge=1, le=100, description="a job whose worker died this many times fails")
+    ingest_max_file_tokens: int = Field(
+        200_000, ge=0, description="a file whose text has more tokens fails (0 = no limit): bounds one file's work")
+    archive_max_unpacked_mb: int = Field(
+        512, ge=1, description="a DOCX/XLSX/PPTX/EPUB whose members declare more than this in all fails unopened")
+    archive_max_ratio: float = Field(
+        100.0, ge=1.0, description="a member of 1 MiB or more inflating more than this many times fails unopened")
+    worker_max_restarts_per_minute: int = Field(
+        3, ge=0, le=100, description="the embedded worker is restarted after a death at most this often")
 
     # Operations.
     log_format: Literal["json", "text"] = Field("json", description="json: one JSON object per line")

@@ -20,7 +20,7 @@ from app.llm.json_loose import parse_json_loose
 from retrieval.evidence import rows_as_records
 from retrieval.expand import Passage
 
-JudgePolicy = Literal["auto", "always", "never"]
+JudgePolicy = Literal["unsure", "always", "never"]
 _YEAR = re.compile(r"(?<!\d)(19\d\d|20\d\d)(?!\d)")
 SUFFICIENCY_SCHEMA = {
     "type": "object",
@@ -79,7 +79,7 @@ def bridge_query(scorer: SupportScorer, question: str, passages: Sequence[Passag
 
 
 def needs_model(gate: float, *, low: float, high: float, policy: JudgePolicy) -> bool:
-    return gate >= low and (policy == "always" or (policy == "auto" and gate < high))
+    return gate >= low and (policy == "always" or (policy == "unsure" and gate < high))
 
 
 async def judge(

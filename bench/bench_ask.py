@@ -1,8 +1,9 @@
 """Latency of POST /ask on the sample corpus with the embedded model: per stage, sequential and concurrent.
 
 Starts `ragqa serve` (which starts llama.cpp with the bundled model) over a collection of examples/corpus, asks the
-answerable questions of examples/questions.jsonl, and reports p50/p95 per stage from each answer's trace and the
-share of time spent outside the LLM (the model's own tokens/s: bench/bench_llm.py). While each concurrency level
+answerable questions of examples/questions.jsonl (streamed: the time to the first word of the answer is measured as
+a client sees it), and reports p50/p95 per stage from each answer's trace and the share of time spent outside the LLM
+(the model's own tokens/s: bench/bench_llm.py). While each concurrency level
 runs, a thread polls GET /healthz every 0.25 s: it must stay fast however many /ask requests are in flight.
 
     .venv/bin/python bench/bench_ask.py [--data DIR] [--concurrency 1 4 16] [--questions 8]
@@ -62,11 +63,25 @@ def _serve(data: Path, log: Path) -> tuple[subprocess.Popen[bytes], str]:
 
 
 def _ask(base: str, q: str) -> dict[str, Any]:
+    """One streamed /ask: the time to the first word of the answer (TTFT) and to the final event (wall)."""
     t = time.perf_counter()
-    r = httpx.post(f"{base}/ask", json={"question": q}, timeout=3600)
+    ttft, final, status, event = None, {"trace": {}}, 0, "message"
+    with httpx.stream("POST", f"{base}/ask", json={"question": q, "stream": True}, timeout=3600) as r:
+        status = r.status_code
+        for line in r.iter_lines():
+            if line.startswith("event: "):
+                event = line[7:]
+            elif line.startswith("data: "):
+                if event == "message" and ttft is None:
+                    ttft = time.perf_counter() - t
+                elif event == "final":
+                    final = json.loads(line[6:])
+                elif event == "error":
+                    status = 599
+                event = "message"
     wall = time.perf_counter() - t
-    body = r.json() if r.status_code == 200 else {"trace": {}}
-    return {"status": r.status_code, "wall": wall, "trace": body.get("trace", {})}
+    return {"status": status, "wall": wall, "ttft": ttft if ttft is not None else wall,
+            "answer_status": final.get("status"), "trace": final.get("trace", {})}
 
 
 class _HealthPoller(threading.Thread):
@@ -120,6 +135,9 @@ def run(base: str, questions: list[str], concurrency: int) -> dict[str, Any]:
         "codes": sorted({r["status"] for r in results}), "elapsed_s": round(elapsed, 1),
         "wall_p50_s": round(_pct([r["wall"] for r in ok], 0.5), 2),
         "wall_p95_s": round(_pct([r["wall"] for r in ok], 0.95), 2),
+        "ttft_p50_s": round(_pct([r["ttft"] for r in ok], 0.5), 2),
+        "ttft_p95_s": round(_pct([r["ttft"] for r in ok], 0.95), 2),
+        "answer_status": {s: sum(1 for r in ok if r["answer_status"] == s) for s in {r["answer_status"] for r in ok}},
         "stages": {k: {"p50_ms": round(_pct(v, 0.5) * 1000, 1), "p95_ms": round(_pct(v, 0.95) * 1000, 1)}
                    for k, v in sorted(stages.items())},
         "outside_llm_share": round(1 - sum(llm) / sum(totals), 4) if sum(totals) else None,
@@ -151,13 +169,14 @@ def main() -> None:
     finally:
         proc.terminate()
         proc.wait(timeout=60)
-    print("| concurrency | ok/requests | wall p50 s | wall p95 s | retrieve p50 ms | judge p50 ms | generate p50 ms "
-          "| outside LLM p50 ms | outside LLM share | /healthz p50 / max ms |")
-    print("|---|---|---|---|---|---|---|---|---|---|")
+    print("| concurrency | ok/requests | wall p50 s | wall p95 s | first token p50 s | retrieve p50 ms | judge p50 ms "
+          "| generate p50 ms | outside LLM p50 ms | outside LLM share | /healthz p50 / max ms |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|")
     for r in out["runs"]:
         st, h = r["stages"], r["healthz"]
         share = f"{r['outside_llm_share']:.1%}" if r["outside_llm_share"] is not None else "-"
         print(f"| {r['concurrency']} | {r['ok']}/{r['requests']} | {r['wall_p50_s']} | {r['wall_p95_s']} | "
+              f"{r['ttft_p50_s']} | "
               f"{st.get('retrieve', {}).get('p50_ms')} | {st.get('judge', {}).get('p50_ms')} | "
               f"{st.get('generate', {}).get('p50_ms')} | {r['outside_llm_p50_ms']} | {share} | "
               f"{h['p50_ms']} / {h['max_ms']} ({h['errors']} errors) |")

@@ -4,6 +4,12 @@ Prints a table and writes bench/results/ingest.json. The embedding stage is comp
 texts in the same run: the pipeline should reach >= 90% of it (batching, no per-chunk overhead).
 
     .venv/bin/python bench/bench_ingest.py [--embedder minilm-int8] [--limit 5183] [--workers 2]
+
+Chunk-level configurations compared in one run (bench/results/ingest-levels.json): each corpus is ingested under
+every configuration back to back, in ABBA order over corpora and rounds, so that a drift in machine load (2 shared
+cores) falls on all of them alike; items/s is the throughput (the same input), chunks/s depends on the levels.
+
+    .venv/bin/python bench/bench_ingest.py --limit 300 --levels 128,256,512 --levels 128 --skip-raw
 """
 
 from __future__ import annotations
@@ -15,19 +21,20 @@ import shutil
 import sys
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
-from bench.common import DATASETS, dir_mb, machine, rss_mb  # noqa: E402
+from bench.common import DATASETS, dir_mb, loadavg, machine, rss_mb  # noqa: E402
 from ingest.chunking import ChunkingSettings, chunk_document  # noqa: E402
 from ingest.pipeline import IngestOptions, Ingestor, Record, _contextualize, parsed_from_text  # noqa: E402
 from retrieval.collection import Collection  # noqa: E402
-from retrieval.embedders import get_embedder  # noqa: E402
+from retrieval.embedders import Embedder, get_embedder  # noqa: E402
 
 STAGES = ("parse", "chunk", "embed", "index")
 
@@ -49,9 +56,15 @@ def scifact_records(limit: int) -> list[Record]:
     return out
 
 
-def bench_records(tmp: Path, embedder_spec: str, chunking: ChunkingSettings, limit: int) -> dict[str, object]:
-    emb = get_embedder(embedder_spec)
-    emb.load()
+def _levels(col: Collection) -> dict[str, dict[str, int]]:
+    rows = col.store._conn().execute(
+        "SELECT level, count(*), sum(token_count) FROM chunks GROUP BY level ORDER BY level").fetchall()
+    return {str(lv): {"chunks": n, "tokens": t} for lv, n, t in rows}
+
+
+def bench_records(
+    tmp: Path, emb: Embedder, chunking: ChunkingSettings, limit: int, raw: bool = True
+) -> dict[str, object]:
     recs = scifact_records(limit)
     col = Collection(tmp, "scifact").open(
         embedder=emb.name, dim=emb.dim, chunking=chunking.to_manifest(), create=True
@@ -64,51 +77,90 @@ def bench_records(tmp: Path, embedder_spec: str, chunking: ChunkingSettings, lim
         _, drafts = chunk_document(parsed, chunking)
         texts += [_contextualize(r.title, d.heading_path, d.text) for d in drafts]
     emb.embed_documents(texts[:64])  # warm-up: the first run of an ONNX session allocates
-    raw_s = [_timed(emb.embed_documents, texts)]
+    raw_s = [_timed(emb.embed_documents, texts)] if raw else []
     load = [os.getloadavg()[0]]
     rss0 = rss_mb()
     t = time.perf_counter()
     rep = Ingestor(col, emb, chunking, IngestOptions(workers=0)).ingest_records(recs)
     total = time.perf_counter() - t
     chunks = col.store.counts()["chunks"]
+    per_level = _levels(col)
     load.append(os.getloadavg()[0])
-    raw_s.append(_timed(emb.embed_documents, texts))
-    load.append(os.getloadavg()[0])
-    raw = sum(raw_s) / len(raw_s)
+    if raw:
+        raw_s.append(_timed(emb.embed_documents, texts))
+        load.append(os.getloadavg()[0])
     col.close()
     tm = rep.timings
-    return {
-        "documents": len(recs), "chunks": chunks, "seconds": round(total, 2),
-        "docs_per_s": round(len(recs) / total, 1), "chunks_per_s": round(chunks / total, 1),
+    out: dict[str, object] = {
+        "levels": list(chunking.levels), "documents": len(recs), "chunks": chunks, "per_level": per_level,
+        "seconds": round(total, 2), "docs_per_s": round(len(recs) / total, 2), "chunks_per_s": round(chunks / total, 1),
         "share": {k: round(tm.get(k, 0.0) / total, 3) for k in STAGES},
-        "embed_stage_chunks_per_s": round(len(texts) / tm["embed"], 1),
-        "raw_encoder_chunks_per_s": round(len(texts) / raw, 1),
-        "embed_vs_raw": round(raw / tm["embed"], 3),
-        "raw_encoder_s_before_after": [round(x, 1) for x in raw_s], "embed_stage_s": round(tm["embed"], 1),
-        "loadavg_1m_before_between_after": load,
+        "embed_stage_chunks_per_s": round(len(texts) / tm["embed"], 1), "embed_stage_s": round(tm["embed"], 1),
+        "loadavg_1m_before_between_after" if raw else "loadavg_1m_before_after": load,
         "disk_mb": round(dir_mb(tmp / "collections" / "scifact"), 1),
         "disk_kb_per_chunk": round(dir_mb(tmp / "collections" / "scifact") * 1024 / max(chunks, 1), 2),
         "rss_delta_mb": round(rss_mb() - rss0, 1),
     }
+    if raw:
+        mean = sum(raw_s) / len(raw_s)
+        out |= {"raw_encoder_chunks_per_s": round(len(texts) / mean, 1), "embed_vs_raw": round(mean / tm["embed"], 3),
+                "raw_encoder_s_before_after": [round(x, 1) for x in raw_s]}
+    return out
 
 
-def bench_files(tmp: Path, embedder_spec: str, chunking: ChunkingSettings, workers: int) -> dict[str, object]:
-    emb = get_embedder(embedder_spec)
-    emb.load()
+def bench_files(tmp: Path, emb: Embedder, chunking: ChunkingSettings, workers: int) -> dict[str, object]:
     folder = DATASETS / "docs"
     col = Collection(tmp, "docs").open(embedder=emb.name, dim=emb.dim, chunking=chunking.to_manifest(), create=True)
+    load = [os.getloadavg()[0]]
     t = time.perf_counter()
     rep = Ingestor(col, emb, chunking, IngestOptions(workers=workers)).ingest_paths([folder])
     total = time.perf_counter() - t
+    load.append(os.getloadavg()[0])
     chunks = col.store.counts()["chunks"]
+    per_level = _levels(col)
     col.close()
     return {
-        "files": len(rep.results), "summary": rep.summary(), "seconds": round(total, 2),
-        "files_per_s": round(len(rep.results) / total, 2), "chunks": chunks,
-        "chunks_per_s": round(chunks / total, 1),
+        "levels": list(chunking.levels), "files": len(rep.results), "summary": rep.summary(),
+        "seconds": round(total, 2), "files_per_s": round(len(rep.results) / total, 3), "chunks": chunks,
+        "per_level": per_level, "chunks_per_s": round(chunks / total, 1),
         "share": {k: round(rep.timings.get(k, 0.0) / total, 3) for k in STAGES},
+        "loadavg_1m_before_after": load,
         "failed": [{"file": Path(r.path).name, "reason": r.reason} for r in rep.failed],
     }
+
+
+def _parse_levels(s: str) -> tuple[int, ...]:
+    try:
+        return ChunkingSettings(levels=tuple(int(x) for x in s.split(","))).levels
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(f"--levels {s!r}: {e}") from e
+
+
+def _row(name: str, r: dict[str, Any], items: str, rate: str) -> str:
+    return (f"| {name} | {'/'.join(map(str, r['levels']))} | {r[items]} | {r['chunks']} | {r['seconds']} | "
+            f"{r[rate]} | {r['chunks_per_s']} | " + " | ".join(f"{r['share'][k]:.0%}" for k in STAGES) + " |")
+
+
+def _summary(runs: Sequence[dict[str, Any]], configs: Sequence[tuple[int, ...]]) -> dict[str, Any]:
+    """Per corpus and configuration: total items and seconds over the rounds; the ratio of each to the first."""
+    out: dict[str, Any] = {}
+    for corpus, items, rate in (("scifact", "documents", "docs_per_s"), ("docs", "files", "files_per_s")):
+        per: dict[str, dict[str, Any]] = {}
+        for cfg in configs:
+            rs = [r for r in runs if r["corpus"] == corpus and tuple(r["levels"]) == cfg]
+            if not rs:
+                continue
+            secs = sum(r["seconds"] for r in rs)
+            per["/".join(map(str, cfg))] = {
+                "runs": len(rs), "seconds": round(secs, 1), rate: round(sum(r[items] for r in rs) / secs, 3),
+                "chunks_per_s": round(sum(r["chunks"] for r in rs) / secs, 1), "chunks": rs[0]["chunks"],
+            }
+        if per:
+            first = next(iter(per.values()))
+            for v in per.values():
+                v["speedup_vs_first"] = round(v[rate] / first[rate], 2)
+            out[corpus] = per
+    return out
 
 
 def main() -> None:
@@ -117,38 +169,70 @@ def main() -> None:
     ap.add_argument("--limit", type=int, default=5183)
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--skip-files", action="store_true")
+    ap.add_argument("--levels", action="append", type=_parse_levels, metavar="L1,L2,...",
+                    help="chunk levels (default: the default chunking); repeat to compare configurations in one run")
+    ap.add_argument("--rounds", type=int, default=1, help="ingest each corpus this many times per configuration")
+    ap.add_argument("--skip-raw", action="store_true", help="do not time the raw encoder (saves two embeddings)")
+    ap.add_argument("--out", default=None, help="results name (default ingest, or ingest-levels with several --levels)")
     args = ap.parse_args()
     if not (DATASETS / "scifact").is_dir():
         sys.exit(f"skipped: {DATASETS} not found (the shared data sets are not part of a fresh clone)")
-    chunking = ChunkingSettings()
+    configs: list[tuple[int, ...]] = list(dict.fromkeys(args.levels or [ChunkingSettings().levels]))
+    emb = get_embedder(args.embedder)
+    emb.load()
     tmp = Path(tempfile.mkdtemp(prefix="ragqa-bench-"))
+    runs: list[dict[str, Any]] = []
+    res: dict[str, Any] = {
+        "machine": machine(), "command": "bench/bench_ingest.py " + " ".join(sys.argv[1:]),
+        "embedder": args.embedder, "levels": [list(c) for c in configs] if len(configs) > 1 else list(configs[0]),
+    }
+
+    def run(corpus: str, cfg: tuple[int, ...], rnd: int) -> None:
+        where = tmp / f"{corpus}-{'_'.join(map(str, cfg))}-{rnd}"
+        chunking = ChunkingSettings(levels=cfg)
+        t0 = time.strftime("%H:%M:%S", time.gmtime())
+        r = (bench_records(where, emb, chunking, args.limit, raw=not args.skip_raw) if corpus == "scifact"
+             else bench_files(where, emb, chunking, args.workers))
+        runs.append({"corpus": corpus, "round": rnd, "started_utc": t0, **r})
+        print(f"  {corpus} levels {list(cfg)} round {rnd}: {r['seconds']} s, {r['chunks']} chunks, "
+              f"load {r.get('loadavg_1m_before_after') or r.get('loadavg_1m_before_between_after')}", flush=True)
+        shutil.rmtree(where, ignore_errors=True)
+
     try:
-        res: dict[str, object] = {
-            "machine": machine(), "command": "bench/bench_ingest.py " + " ".join(sys.argv[1:]),
-            "embedder": args.embedder, "levels": list(chunking.levels),
-        }
-        res["scifact"] = bench_records(tmp, args.embedder, chunking, args.limit)
-        if not args.skip_files:
-            res["docs"] = bench_files(tmp, args.embedder, chunking, args.workers)
+        # ABBA: the order of the configurations flips between corpora and between rounds.
+        for rnd in range(args.rounds):
+            order = configs if rnd % 2 == 0 else configs[::-1]
+            for cfg in order:
+                run("scifact", cfg, rnd)
+            for cfg in [] if args.skip_files else order[::-1]:
+                run("docs", cfg, rnd)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
-    s = res["scifact"]
-    assert isinstance(s, dict)
-    print(f"\nIngest, embedder {args.embedder}, levels {list(chunking.levels)}")
-    print("| corpus | items | chunks | s | items/s | chunks/s | parse | chunk | embed | index |")
-    print("|---|---|---|---|---|---|---|---|---|---|")
-    print(f"| SciFact records | {s['documents']} | {s['chunks']} | {s['seconds']} | {s['docs_per_s']} | "
-          f"{s['chunks_per_s']} | " + " | ".join(f"{s['share'][k]:.0%}" for k in STAGES) + " |")
-    if "docs" in res:
-        d = res["docs"]
-        assert isinstance(d, dict)
-        print(f"| shared/docs files | {d['files']} | {d['chunks']} | {d['seconds']} | {d['files_per_s']} | "
-              f"{d['chunks_per_s']} | " + " | ".join(f"{d['share'][k]:.0%}" for k in STAGES) + " |")
-    print(f"\nembedding stage {s['embed_stage_chunks_per_s']} chunks/s vs raw encoder {s['raw_encoder_chunks_per_s']} "
-          f"chunks/s (mean of a run before and after the pipeline: {s['raw_encoder_s_before_after']} s): "
-          f"{s['embed_vs_raw']:.0%}")
-    print(f"store: {s['disk_kb_per_chunk']} KiB/chunk on disk, RSS +{s['rss_delta_mb']} MiB for {s['chunks']} chunks")
-    out = REPO / "bench" / "results" / "ingest.json"
+    res["machine"]["loadavg_end"] = loadavg()
+    print(f"\nIngest, embedder {args.embedder}")
+    print("| corpus | levels | items | chunks | s | items/s | chunks/s | parse | chunk | embed | index |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|")
+    for r in runs:
+        if r["corpus"] == "scifact":
+            print(_row("SciFact records", r, "documents", "docs_per_s"))
+        else:
+            print(_row("shared/docs files", r, "files", "files_per_s"))
+    if len(configs) == 1 and args.rounds == 1:
+        res |= {r["corpus"]: {k: v for k, v in r.items() if k not in ("corpus", "round")} for r in runs}
+        s = res["scifact"]
+        if "embed_vs_raw" in s:
+            print(f"\nembedding stage {s['embed_stage_chunks_per_s']} chunks/s vs raw encoder "
+                  f"{s['raw_encoder_chunks_per_s']} chunks/s (mean of a run before and after the pipeline: "
+                  f"{s['raw_encoder_s_before_after']} s): {s['embed_vs_raw']:.0%}")
+        print(f"store: {s['disk_kb_per_chunk']} KiB/chunk on disk, RSS +{s['rss_delta_mb']} MiB for "
+              f"{s['chunks']} chunks")
+    else:
+        res["runs"] = runs
+        res["summary"] = _summary(runs, configs)
+        for corpus, per in res["summary"].items():
+            for name, v in per.items():
+                print(f"{corpus} levels {name}: {v} ")
+    out = REPO / "bench" / "results" / f"{args.out or ('ingest' if len(configs) == 1 else 'ingest-levels')}.json"
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(res, indent=2, ensure_ascii=False))
     print(f"wrote {out}")

@@ -1,6 +1,11 @@
 """Prompt-processing and generation speed of the bundled GGUF models behind the embedded llama.cpp server.
 
     .venv/bin/python bench/bench_llm.py [--models qwen2.5-0.5b qwen2.5-1.5b] [--threads 2]
+    .venv/bin/python bench/bench_llm.py --models qwen2.5-1.5b --build portable= --build native=/tmp/native-site \
+        --rounds 3                      # A/B two llama.cpp builds, interleaved, medians of 3 rounds
+
+A build is a folder that holds another `llama_cpp` package (an unpacked wheel), put first on the model server's
+PYTHONPATH; `NAME=` (empty) is the one installed in the venv.
 
 Speeds come from llama.cpp's own timing lines in the server log (llama_perf_context_print), so HTTP and
 Python overhead are excluded; the wall time of the request is reported beside them. The machine's load
@@ -14,6 +19,7 @@ import json
 import os
 import platform
 import re
+import statistics
 import sys
 import time
 from pathlib import Path
@@ -41,9 +47,22 @@ def _perf(log_text: str) -> dict[str, tuple[float, int]]:
 
 
 def bench_model(
-    name: str, threads: int, cache: Path, prompt_repeats: int, gen_tokens: int
+    name: str, threads: int, cache: Path, prompt_repeats: int, gen_tokens: int, site: str = ""
 ) -> dict[str, object]:
     path = ensure_model(name, cache)  # type: ignore[arg-type]
+    saved = os.environ.get("PYTHONPATH")
+    if site:
+        os.environ["PYTHONPATH"] = os.pathsep.join(x for x in (site, saved) if x)
+    try:
+        return _bench(name, path, threads, prompt_repeats, gen_tokens)
+    finally:
+        if saved is None:
+            os.environ.pop("PYTHONPATH", None)
+        else:
+            os.environ["PYTHONPATH"] = saved
+
+
+def _bench(name: str, path: Path, threads: int, prompt_repeats: int, gen_tokens: int) -> dict[str, object]:
     t0 = time.monotonic()
     with EmbeddedLLMServer(path, n_ctx=2048, n_threads=threads) as srv:
         load_s = time.monotonic() - t0
@@ -71,6 +90,16 @@ def bench_model(
     }
 
 
+def _cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor()
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--models", nargs="+", default=["qwen2.5-0.5b", "qwen2.5-1.5b"])
@@ -79,20 +108,33 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--prompt-repeats", type=int, default=6, help="repeats of a ~30-token paragraph")
     ap.add_argument("--gen-tokens", type=int, default=32)
     ap.add_argument("--out", type=Path, default=Path(__file__).parent / "results" / "llm.json")
+    ap.add_argument("--build", action="append", default=[], metavar="NAME=SITEDIR",
+                    help="a llama.cpp build to compare (repeatable); NAME= is the venv's own")
+    ap.add_argument("--rounds", type=int, default=1, help="interleaved rounds per build; medians are reported")
     args = ap.parse_args(argv)
+    builds = [tuple(b.split("=", 1)) for b in args.build] or [("installed", "")]
 
     load_before = os.getloadavg()
     rows = []
     for name in args.models:
         for threads in args.threads:
-            row = bench_model(name, threads, args.cache, args.prompt_repeats, args.gen_tokens)
-            print(
-                f"{name:14s} threads={threads}  prompt {row['prompt_tokens']:>4} tok @ "
-                f"{row['prompt_tokens_per_s']} tok/s   generation {row['completion_tokens']:>3} tok @ "
-                f"{row['generation_tokens_per_s']} tok/s   (request {row['request_wall_s']} s)",
-                flush=True,
-            )
-            rows.append(row)
+            runs: dict[str, list[dict[str, object]]] = {b: [] for b, _ in builds}
+            for _ in range(args.rounds):
+                for build, site in builds:
+                    r = bench_model(name, threads, args.cache, args.prompt_repeats, args.gen_tokens, site)
+                    runs[build].append(r)
+            for build, rs in runs.items():
+                row = {**rs[0], "build": build, "rounds": len(rs)}
+                for k in ("prompt_tokens_per_s", "generation_tokens_per_s", "request_wall_s"):
+                    row[k] = statistics.median(float(x[k]) for x in rs)  # type: ignore[arg-type]
+                    row[f"{k}_all"] = [x[k] for x in rs]
+                print(
+                    f"{name:14s} {build:10s} threads={threads}  prompt {row['prompt_tokens']:>4} tok @ "
+                    f"{row['prompt_tokens_per_s']} tok/s   generation {row['completion_tokens']:>3} tok @ "
+                    f"{row['generation_tokens_per_s']} tok/s   (request {row['request_wall_s']} s)",
+                    flush=True,
+                )
+                rows.append(row)
     result = {
         "machine": {
             "cpus": os.cpu_count(),
@@ -100,7 +142,10 @@ def main(argv: list[str] | None = None) -> int:
             "processor": platform.processor(),
             # EmbeddedLLMServer sets PASSIVE unless the environment says otherwise; it matters on busy cores.
             "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY", "PASSIVE"),
+            "cpu_model": _cpu_model(),
         },
+        "command": " ".join(["bench/bench_llm.py", *(argv if argv is not None else sys.argv[1:])]),
+        "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
         "loadavg_before": [round(x, 2) for x in load_before],
         "loadavg_after": [round(x, 2) for x in os.getloadavg()],
         "results": rows,

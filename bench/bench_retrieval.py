@@ -13,6 +13,8 @@ several hundred small chunks.
     .venv/bin/python bench/bench_retrieval.py --quick                        # minutes: small sample, two models
     .venv/bin/python bench/bench_retrieval.py --embedders use-multilingual   # full SciFact + CMRC
     .venv/bin/python bench/bench_retrieval.py --sample-docs 800 --levels 128 # all four models on a sample corpus
+    .venv/bin/python bench/bench_retrieval.py --compare-levels --levels 128 256 512 --embedders minilm-int8 \
+        --zh-embedders use-multilingual                # one level against several: SciFact, CMRC, HotpotQA
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ import json
 import random
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -46,6 +48,8 @@ from bench.common import (  # noqa: E402
 )
 from eval.metrics import mrr_at_k, ndcg_at_k, paired_bootstrap, recall_at_k  # noqa: E402
 from ingest.chunking import ChunkingSettings  # noqa: E402
+from ingest.pipeline import Record  # noqa: E402
+from retrieval.collection import Collection  # noqa: E402
 from retrieval.embedders import BUNDLED_SPECS, Embedder, get_embedder  # noqa: E402
 from retrieval.fusion import rrf  # noqa: E402
 from retrieval.search import HybridRetriever, SearchParams  # noqa: E402
@@ -253,6 +257,177 @@ def run_chinese(args: argparse.Namespace, data: RetrievalSet, chosen: SearchPara
     return {"corpus": data.name, "documents": len(data.records), "queries": len(data.queries), "rows": rows}
 
 
+# ---- chunk levels: one level against several (issue 10 part 5) -----------------------------------------------------
+
+
+class ReusedVectors:
+    """The embedder, but a text already embedded in another collection of this model takes its stored vector: a
+    vector depends only on its text, so collections of other levels cost no second embedding. `misses` counts texts
+    that were embedded here."""
+
+    def __init__(self, emb: Embedder) -> None:
+        self.emb = emb
+        self.memo: dict[str, np.ndarray] = {}
+        self.misses = 0
+
+    @property
+    def name(self) -> str:
+        return self.emb.name
+
+    @property
+    def dim(self) -> int:
+        return self.emb.dim
+
+    @property
+    def max_tokens(self) -> int:
+        return self.emb.max_tokens
+
+    def load(self) -> None:
+        self.emb.load()
+
+    def add_collection(self, col: Any) -> None:
+        from ingest.pipeline import _contextualize
+
+        rows = col.store._conn().execute(
+            "SELECT d.title, c.heading_path, c.text, c.embedding FROM chunks c JOIN documents d USING (doc_id)")
+        for title, path, text, blob in rows:
+            self.memo[_contextualize(title, tuple(json.loads(path)), text)] = np.frombuffer(blob, dtype=np.float32)
+
+    def embed_documents(self, texts: Sequence[str], batch_size: int = 64) -> np.ndarray:
+        todo = list(dict.fromkeys(t for t in texts if t not in self.memo))
+        if todo:
+            self.memo.update(zip(todo, self.emb.embed_documents(todo, batch_size), strict=True))
+            self.misses += len(todo)
+        return np.stack([self.memo[t] for t in texts]) if texts else np.zeros((0, self.dim), np.float32)
+
+    def embed_query(self, text: str) -> np.ndarray:
+        return self.emb.embed_query(text)
+
+
+def hotpotqa() -> RetrievalSet:
+    """HotpotQA (100 questions, 994 passages): each passage a document; a question's two supporting passages are
+    its relevant ones."""
+    corpus = json.loads(require("hotpotqa", "hotpotqa_train_corpus.json").read_text(encoding="utf-8"))
+    records = tuple(Record(key=f"hotpot:{t}", title=t, text="".join(s).strip()) for t, s in corpus.items())
+    queries, qrels = {}, {}
+    for q in json.loads(require("hotpotqa", "hotpotqa_train.json").read_text(encoding="utf-8")):
+        queries[str(q["_id"])] = q["question"].strip()
+        qrels[str(q["_id"])] = {f"hotpot:{t}": 1 for t, _ in q["supporting_facts"]}
+    return RetrievalSet("hotpotqa", records, queries, qrels)
+
+
+def _doc_rrf(rankings: Sequence[list[str]], k: int = 60) -> list[str]:
+    score: dict[str, float] = {}
+    for ranking in rankings:
+        for rank, d in enumerate(ranking, 1):
+            score[d] = score.get(d, 0.0) + 1.0 / (k + rank)
+    return sorted(score, key=lambda d: -score[d])
+
+
+def level_configs(args: argparse.Namespace, data: RetrievalSet, spec: str) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Retrievers per configuration: the collection with every level (today's default searches its smallest), each of
+    its levels alone, RRF across levels, and collections built with one level only (its vectors reused)."""
+    emb = get_embedder(spec)
+    emb.load()
+    levels = tuple(args.scifact_levels if data.name == "scifact" and args.scifact_levels else args.levels)
+    reuse = ReusedVectors(emb)
+    prefix = f"{data.name}-{spec}-L"
+    for p in sorted((args.cache_dir / "collections").glob(prefix + "*")):  # an earlier, maybe interrupted, build
+        if (p / "manifest.json").exists():
+            cached = Collection(args.cache_dir, p.name).open()
+            reuse.add_collection(cached)
+            cached.close()
+    multi, info = ingest(args.cache_dir, prefix + "_".join(map(str, levels)), reuse, data.records,
+                         ChunkingSettings(levels=levels))
+    reuse.add_collection(multi)
+    multi_r = HybridRetriever(multi, emb)
+    name = "levels " + "+".join(map(str, levels))
+    configs: dict[str, Any] = {f"{name}, search {levels[0]} (default until now)": [(multi_r, levels[0])]}
+    configs |= {f"{name}, search {lv}": [(multi_r, lv)] for lv in levels[1:]}
+    configs[f"{name}, search {levels[0]}+{levels[1]}, RRF"] = [(multi_r, lv) for lv in levels[:2]]
+    if len(levels) > 2:
+        configs[f"{name}, search all, RRF"] = [(multi_r, lv) for lv in levels]
+    built: dict[str, Any] = {"multi": {**info, "per_level": _per_level(multi)}}
+    for lv in args.single_levels:
+        col, inf = ingest(args.cache_dir, f"{data.name}-{spec}-L{lv}", reuse, data.records,
+                          ChunkingSettings(levels=(lv,)))
+        configs[f"level {lv} alone"] = [(HybridRetriever(col, emb), lv)]
+        built[f"single {lv}"] = {**inf, "per_level": _per_level(col)}
+    built["vectors_embedded_this_run"] = reuse.misses
+    print(f"  {spec}: {built}", flush=True)
+    qvecs = CachedVectors(emb, args.cache_dir / "vectors").queries(list(data.queries.values()))
+    return configs, {"built": built, "qvecs": dict(zip(data.queries, qvecs, strict=True))}
+
+
+def _per_level(col: Any) -> dict[str, dict[str, int]]:
+    rows = col.store._conn().execute("SELECT level, count(*), sum(token_count) FROM chunks GROUP BY level").fetchall()
+    return {str(lv): {"chunks": n, "tokens": t} for lv, n, t in rows}
+
+
+def run_levels(args: argparse.Namespace, data: RetrievalSet, spec: str) -> dict[str, Any]:
+    configs, extra = level_configs(args, data, spec)
+    qvecs, qids = extra["qvecs"], list(data.queries)
+
+    def ranking(parts: list[tuple[HybridRetriever, int]], qid: str, n: int) -> list[str]:
+        lists = [doc_ranking(r.search(data.queries[qid], top_k=n,
+                                      params=SearchParams(level=lv, candidates=max(n, SearchParams().candidates)),
+                                      query_vector=qvecs[qid])) for r, lv in parts]
+        return lists[0] if len(lists) == 1 else _doc_rrf(lists)
+
+    rows: list[dict[str, Any]] = []
+    per_query: dict[str, dict[str, list[float]]] = {}
+    for name, parts in configs.items():
+        t = time.perf_counter()
+        prod = [ranking(parts, q, SearchParams().candidates) for q in qids]  # the production setting
+        deep = [ranking(parts, q, args.depth) for q in qids]
+        rel = [data.qrels[q] for q in qids]
+        pq = {"ndcg10": [ndcg_at_k(r, g, 10) for r, g in zip(prod, rel, strict=True)],
+              "recall10": [recall_at_k(r, g, 10) for r, g in zip(prod, rel, strict=True)],
+              "recall100": [recall_at_k(r, g, 100) for r, g in zip(deep, rel, strict=True)],
+              "mrr10": [mrr_at_k(r, g, 10) for r, g in zip(prod, rel, strict=True)]}
+        per_query[name] = pq
+        rows.append({"config": name, "embedder": spec, "queries": len(qids),
+                     **{k: float(np.mean(v)) for k, v in pq.items()}, "s": round(time.perf_counter() - t, 1)})
+    base = rows[0]["config"]
+    for r in rows[1:]:
+        for m in ("ndcg10", "recall10"):
+            r[f"{m}_vs_default"] = paired_bootstrap(per_query[base][m], per_query[r["config"]][m])
+    print(md_table(rows, LEVEL_COLS), flush=True)
+    for col in {id(r.collection): r.collection for parts in configs.values() for r, _ in parts}.values():
+        col.close()
+    return {"corpus": data.name, "documents": len(data.records), "queries": len(qids), "embedder": spec,
+            "built": extra["built"], "rows": rows}
+
+
+def compare_levels(args: argparse.Namespace) -> None:
+    """SciFact and HotpotQA with minilm-int8, CMRC with use-multilingual: what `RAGQA_EMBEDDER=auto` picks for each."""
+    if len(args.levels) < 2:
+        sys.exit("--compare-levels needs at least two --levels (the multi-level collection)")
+    out: dict[str, Any] = {"machine": machine(), "command": " ".join(sys.argv), "levels": args.levels,
+                           "single_levels": args.single_levels, "depth": args.depth,
+                           "production_candidates": SearchParams().candidates}
+    sets: list[tuple[str, Callable[[], RetrievalSet], str]] = [("scifact", lambda: scifact(), args.embedders[0])]
+    sets += [] if args.skip_chinese else [("cmrc", cmrc, args.zh_embedders[0])]
+    sets += [("hotpotqa", hotpotqa, args.embedders[0])]
+    for key, load, spec in sets:
+        if key == "scifact" and args.skip_scifact:
+            continue
+        data = load()
+        if args.sample_docs and key == "scifact":
+            data = data.sample(args.sample_queries, args.sample_docs, args.seed)
+        print(f"{data.name}: {len(data.records)} documents, {len(data.queries)} queries, {spec}", flush=True)
+        out[key] = run_levels(args, data, spec)
+    for key in ("scifact", "cmrc", "hotpotqa"):
+        if key in out:
+            print(f"\n## {out[key]['corpus']} ({out[key]['embedder']}, {out[key]['queries']} queries)\n"
+                  + md_table(out[key]["rows"], LEVEL_COLS))
+    print(f"wrote {write_results(args.out or 'levels', out)}")
+
+
+LEVEL_COLS = [("config", "configuration", "s"), ("ndcg10", "nDCG@10", ".4f"), ("recall10", "R@10", ".4f"),
+              ("recall100", "R@100", ".4f"), ("mrr10", "MRR@10", ".4f")]
+
+
 COLS = [("config", "configuration", "s"), ("level", "level", "d"), ("ndcg10", "nDCG@10", ".4f"),
         ("recall100", "R@100", ".4f"), ("queries", "claims", "d")]
 ZH_COLS = [("config", "configuration", "s"), ("level", "level", "d"), ("recall1", "R@1", ".4f"),
@@ -280,8 +455,16 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--quick", action="store_true", help="smoke run: 300-document sample, 40 claims, two models")
     ap.add_argument("--out", default=None, help="results name (default retrieval, retrieval-quick, ...)")
+    ap.add_argument("--compare-levels", action="store_true", help="only compare chunk-level configurations (SciFact, "
+                    "CMRC, HotpotQA; collections with --levels and with each of --single-levels alone)")
+    ap.add_argument("--single-levels", type=int, nargs="+", default=[128, 256])
+    ap.add_argument("--scifact-levels", type=int, nargs="+", help="levels of the SciFact multi-level collection "
+                    "(default --levels)")
     args = ap.parse_args()
     require("scifact", "corpus.jsonl")
+    if args.compare_levels:
+        compare_levels(args)
+        return
     if args.quick:
         args.sample_docs, args.sample_queries = args.sample_docs or 300, 40
         if args.embedders == list(BUNDLED_SPECS):

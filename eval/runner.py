@@ -290,11 +290,11 @@ class _Asker:
                                           headers={"Authorization": f"Bearer {key}"} if key else None)
             self.model = f"server:{self.run.server}"
             return
-        from app.components import build_llm, build_reranker
+        from app.components import build_llm, build_reranker, pipeline_config
         from app.pipeline import AnswerPipeline
 
         client, self.embedded = build_llm(self.settings)
-        cfg = PipelineConfig(**{k: self.run.config[k] for k in PIPELINE_KEYS if k in self.run.config})
+        cfg = pipeline_config(self.settings, **{k: v for k, v in self.run.config.items() if k in PIPELINE_KEYS})
         # The same re-ranker the server would build from these settings: in-process must measure the same system.
         reranker = build_reranker(self.settings, client)
         self.pipeline = AnswerPipeline(self.service, client, cfg, reranker=reranker)
@@ -333,10 +333,16 @@ class _Asker:
 
 def _context(service: SearchService, collection: str, ans: dict[str, Any], cfg: PipelineConfig
              ) -> tuple[list[str], dict[int, str]]:
-    """The passages the model read, rebuilt from the retrieved hits (small-to-big is deterministic), and the text of
-    each cited passage by marker."""
+    """The passages the model read and the text of each cited passage by marker: from the answer's trace, or for an
+    answer that has none (a server of an older version), rebuilt from the retrieved hits (small-to-big is
+    deterministic)."""
     from retrieval.expand import expand
 
+    read = ((ans.get("trace") or {}).get("evidence") or {}).get("passages")
+    if isinstance(read, list):
+        texts = {int(p["marker"]): str(p["text"]) for p in read}
+        return [texts[m] for m in sorted(texts)], {
+            int(c["marker"]): texts.get(int(c["marker"])) or str(c.get("quote", "")) for c in ans.get("citations", [])}
     store = service.retriever(collection).collection.store
     by_id = {c.chunk_id: c for c in store.chunks([h["chunk_id"] for h in ans.get("retrieved", [])])}
     hits = [ScoredChunk(by_id[h["chunk_id"]], float(h["score"])) for h in ans.get("retrieved", [])

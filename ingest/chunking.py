@@ -11,7 +11,7 @@ Choices worth knowing:
   Continuation pieces point at their rows' span. Rows are not overlapped: the repeated header gives each
   piece its context.
 - Images (their OCR/alt/caption text) are their own chunks too, split like text when long.
-- Text is packed sentence by sentence (ingest/sentences.py): each sentence is tokenised once and chunks
+- Text is packed sentence by sentence (retrieval/sentences.py): each sentence is tokenised once and chunks
   are sized by summing counts. A sentence longer than the level is cut before word-start tokens into
   pieces that overlap by the overlap size. Consecutive chunks share the last sentences of the previous
   chunk (about `overlap * level` tokens, at most half the level, never the whole previous chunk).
@@ -32,7 +32,7 @@ from pathlib import Path
 from typing import Any
 
 from ingest.elements import ParsedDocument
-from ingest.sentences import split_sentences, table_lines
+from retrieval.sentences import split_sentences, table_lines
 
 TOKENIZER_NAME = "all-MiniLM-L6-v2-wordpiece"
 # Bump when boundaries change, so that a collection never mixes old and new chunks.
@@ -41,7 +41,9 @@ ALGORITHM = "ragqa-chunking-v1"
 
 @dataclass(frozen=True)
 class ChunkingSettings:
-    levels: tuple[int, ...] = (128, 256, 512)  # target chunk sizes in tokens, ascending
+    # Target chunk sizes in tokens, ascending. One level: search uses the smallest and grows hits to their section
+    # (retrieval/expand.py), so larger levels cost ingest time for nothing (docs/benchmarks.md#chunk-levels).
+    levels: tuple[int, ...] = (128,)
     overlap: float = 0.15  # fraction of the level carried over between consecutive chunks
     max_section_tokens: int = 2048  # longer sections are split into sub-sections for small-to-big
 
@@ -65,6 +67,17 @@ class ChunkingSettings:
             "tokenizer": TOKENIZER_NAME,
             "algorithm": ALGORITHM,
         }
+
+    @classmethod
+    def from_manifest(cls, d: dict[str, Any]) -> ChunkingSettings | None:
+        """The settings a collection's manifest records, or None if this code cannot cut chunks the same way."""
+        if d.get("tokenizer") != TOKENIZER_NAME or d.get("algorithm") != ALGORITHM:
+            return None
+        try:
+            s = cls(tuple(d["levels"]), float(d["overlap"]), int(d["max_section_tokens"]))
+        except (KeyError, TypeError, ValueError):
+            return None
+        return s if s.to_manifest() == d else None
 
 
 @dataclass(frozen=True)

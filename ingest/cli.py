@@ -10,9 +10,11 @@ from pathlib import Path
 from ingest.chunking import ChunkingSettings
 from ingest.dates import parse_user_date
 from ingest.language import resolve_embedder
+from ingest.parsers.archive import ArchiveLimits
 from ingest.pipeline import FileResult, IngestOptions, Ingestor, IngestReport
 from retrieval.collection import Collection
 from retrieval.embedders import Embedder, get_embedder
+from retrieval.manifest import Manifest
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -41,9 +43,18 @@ def open_collection(
     )
 
 
+def resolve_chunking(data_dir: Path, name: str, chunking: ChunkingSettings) -> ChunkingSettings:
+    """The chunking to ingest `name` with: an existing collection keeps the one its manifest pins (the chunk-level
+    settings are for new collections), unless this code cannot cut chunks that way; open_collection then refuses."""
+    path = Collection(data_dir, name).root / "manifest.json"
+    pinned = ChunkingSettings.from_manifest(Manifest.read(path).chunking) if path.exists() else None
+    return pinned or chunking
+
+
 def run(
     args: argparse.Namespace, *, data_dir: Path, collection: str, embedder_spec: str, chunking: ChunkingSettings,
-    max_bytes: int, workers: int, near_dup_threshold: float, batch_chunks: int = 512,
+    max_bytes: int, workers: int, near_dup_threshold: float, batch_chunks: int = 512, max_file_tokens: int = 0,
+    archive: ArchiveLimits | None = None,
 ) -> int:
     meta = {}
     for kv in args.meta:
@@ -61,11 +72,13 @@ def run(
     col = Collection(data_dir, name)
     with col.write_lock():
         embedder = get_embedder(resolve_embedder(data_dir, name, embedder_spec, args.paths))
+        chunking = resolve_chunking(data_dir, name, chunking)
         col = open_collection(data_dir, name, embedder, chunking, create=True)
         options = IngestOptions(
             effective_date=date, authority=args.authority, metadata=meta, max_bytes=max_bytes,
             workers=args.workers if args.workers is not None else workers, ocr=not args.no_ocr,
-            near_dup_threshold=near_dup_threshold, batch_chunks=batch_chunks,
+            near_dup_threshold=near_dup_threshold, batch_chunks=batch_chunks, max_file_tokens=max_file_tokens,
+            archive=archive or ArchiveLimits(),
         )
         ingestor = Ingestor(col, embedder, chunking, options)
         progress = _Progress(enabled=not args.json and sys.stderr.isatty())

@@ -6,6 +6,9 @@ once the lease runs out the job is claimable again, and since the ingest itself 
 store as if the job had run once. Every claim gets a fresh token: a worker that lost its lease cannot finish, fail or
 report progress for a job that someone else now holds. Each claim is also written to `attempts`, the per-job log
 that shows who ran what, when, and how it ended.
+
+A queued job is cancelled at once; a running one gets `cancel_requested`, which its worker reads back with every
+progress report and heartbeat and acts on between files, so the store only ever holds whole files.
 """
 
 from __future__ import annotations
@@ -25,16 +28,16 @@ from typing import Any, Literal
 
 from retrieval.sqlite import ThreadConnections
 
-JobStatus = Literal["queued", "running", "done", "failed"]
-STATUSES: tuple[JobStatus, ...] = ("queued", "running", "done", "failed")
+JobStatus = Literal["queued", "running", "done", "failed", "cancelled"]
+STATUSES: tuple[JobStatus, ...] = ("queued", "running", "done", "failed", "cancelled")
+FINISHED: tuple[JobStatus, ...] = ("done", "failed", "cancelled")
 
-SCHEMA = """
-CREATE TABLE IF NOT EXISTS jobs (
+_JOBS_TABLE = """(
     job_id INTEGER PRIMARY KEY AUTOINCREMENT,
     collection TEXT NOT NULL,
     paths TEXT NOT NULL,                 -- JSON list of files and folders
     options TEXT NOT NULL DEFAULT '{}',  -- JSON: date, authority, meta, ocr
-    status TEXT NOT NULL CHECK (status IN ('queued', 'running', 'done', 'failed')),
+    status TEXT NOT NULL CHECK (status IN ('queued', 'running', 'done', 'failed', 'cancelled')),
     attempts INTEGER NOT NULL DEFAULT 0,
     max_attempts INTEGER NOT NULL,
     token TEXT,                          -- the current claim's token; NULL when nobody holds the job
@@ -46,11 +49,14 @@ CREATE TABLE IF NOT EXISTS jobs (
     results TEXT NOT NULL DEFAULT '[]',  -- per-file results so far (JSON list of objects)
     report TEXT,                         -- the final report (JSON) once done
     error TEXT,
+    cancel_requested INTEGER NOT NULL DEFAULT 0,  -- set on a running job: its worker stops after the current file
     created_at REAL NOT NULL,
     started_at REAL,
     updated_at REAL NOT NULL,
     finished_at REAL
-);
+)"""
+SCHEMA = f"""
+CREATE TABLE IF NOT EXISTS jobs {_JOBS_TABLE};
 CREATE INDEX IF NOT EXISTS jobs_claim ON jobs(status, job_id);
 CREATE TABLE IF NOT EXISTS attempts (
     job_id INTEGER NOT NULL REFERENCES jobs(job_id),
@@ -59,14 +65,15 @@ CREATE TABLE IF NOT EXISTS attempts (
     worker TEXT NOT NULL,
     started_at REAL NOT NULL,
     ended_at REAL,
-    outcome TEXT,                        -- done | failed | released | lost; NULL: the worker died
+    outcome TEXT,                        -- done | failed | cancelled | released | lost | lease expired |
+                                         -- worker died; NULL: still running
     PRIMARY KEY (job_id, attempt)        -- attempt: 1, 2, ... per job, every claim (released ones too)
 );
 """
 
 _COLUMNS = (
     "job_id, collection, paths, options, status, attempts, max_attempts, token, worker, lease_until, files_done, "
-    "files_total, current, results, report, error, created_at, started_at, updated_at, finished_at"
+    "files_total, current, results, report, error, created_at, started_at, updated_at, finished_at, cancel_requested"
 )
 
 
@@ -100,6 +107,12 @@ class Job:
     started_at: float | None
     updated_at: float
     finished_at: float | None
+    cancel_requested: bool = False
+
+    @property
+    def files_failed(self) -> int:
+        files = self.report.get("files", []) if self.report else self.results
+        return sum(1 for r in files if r.get("status") == "failed")
 
     def to_json(self) -> dict[str, Any]:
         """The job as the API and `ragqa jobs` show it (no token, ISO timestamps)."""
@@ -107,6 +120,7 @@ class Job:
             "job_id": self.job_id, "collection": self.collection, "paths": list(self.paths),
             "options": self.options, "status": self.status, "attempts": self.attempts,
             "progress": {"files_done": self.files_done, "files_total": self.files_total, "current": self.current},
+            "files_failed": self.files_failed, "cancel_requested": self.cancel_requested,
             "worker": self.worker, "lease_until": _iso(self.lease_until), "report": self.report, "error": self.error,
             "created_at": _iso(self.created_at), "started_at": _iso(self.started_at),
             "updated_at": _iso(self.updated_at), "finished_at": _iso(self.finished_at),
@@ -134,7 +148,12 @@ class Claim:
 
 
 def worker_name() -> str:
-    return f"{socket.gethostname()}:{os.getpid()}:{threading.get_ident() % 10_000}"
+    return f"{worker_prefix(os.getpid())}{threading.get_ident() % 10_000}"
+
+
+def worker_prefix(pid: int) -> str:
+    """The start of every worker name process `pid` on this host uses: what a supervisor frees when it dies."""
+    return f"{socket.gethostname()}:{pid}:"
 
 
 class JobQueue:
@@ -154,7 +173,26 @@ class JobQueue:
     def open(self) -> JobQueue:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._conn().executescript(SCHEMA)
+        if "cancel_requested" not in self._jobs_sql():
+            self._migrate()
         return self
+
+    def _jobs_sql(self) -> str:
+        row = self._conn().execute("SELECT sql FROM sqlite_master WHERE type = 'table' AND name = 'jobs'").fetchone()
+        return str(row[0]) if row else ""
+
+    def _migrate(self) -> None:
+        """A queue from before cancellation: its CHECK on status cannot be altered in place, so copy the table."""
+        old = _COLUMNS.replace(", cancel_requested", "")
+        with self._write() as conn:
+            if "cancel_requested" in self._jobs_sql():  # another process did it first
+                return
+            conn.execute("DROP TABLE IF EXISTS jobs_new")
+            conn.execute(f"CREATE TABLE jobs_new {_JOBS_TABLE}")
+            conn.execute(f"INSERT INTO jobs_new ({old}) SELECT {old} FROM jobs")
+            conn.execute("DROP TABLE jobs")
+            conn.execute("ALTER TABLE jobs_new RENAME TO jobs")
+            conn.execute("CREATE INDEX IF NOT EXISTS jobs_claim ON jobs(status, job_id)")
 
     def close(self) -> None:
         self._db.close()
@@ -229,7 +267,7 @@ class JobQueue:
         """The oldest queued job, or a running one whose lease ran out, now held by `worker`; None if there is none.
 
         A job whose lease ran out after its last allowed attempt is failed instead: a file that kills the worker
-        every time must not take the queue down with it.
+        every time must not take the queue down with it. One whose cancellation was asked is cancelled instead.
         """
         if lease_s <= 0:
             raise ValueError(f"lease_s must be > 0, got {lease_s}")
@@ -237,14 +275,17 @@ class JobQueue:
         now = time.time()
         with self._write() as conn:
             dead = conn.execute(
-                "UPDATE jobs SET status = 'failed', token = NULL, lease_until = NULL, finished_at = ?, updated_at = ?, "
-                "error = 'gave up after ' || attempts || ' attempt(s): the worker stopped without finishing each time' "
-                "WHERE status = 'running' AND lease_until < ? AND attempts >= max_attempts RETURNING job_id",
+                "UPDATE jobs SET status = CASE WHEN cancel_requested THEN 'cancelled' ELSE 'failed' END, token = NULL, "
+                "lease_until = NULL, finished_at = ?, updated_at = ?, error = CASE WHEN cancel_requested "
+                "THEN 'cancelled on request; its worker stopped before it could stop the job' "
+                "ELSE 'gave up after ' || attempts || ' attempt(s): the worker stopped without finishing each time' "
+                "END "
+                "WHERE status = 'running' AND lease_until < ? AND (attempts >= max_attempts OR cancel_requested) "
+                "RETURNING job_id",
                 (now, now, now),
             ).fetchall()
             for (job_id,) in dead:
-                conn.execute("UPDATE attempts SET ended_at = ?, outcome = 'lost' WHERE job_id = ? AND ended_at IS NULL "
-                             "AND outcome IS NULL", (now, job_id))
+                _close_attempts(conn, job_id, now, "lease expired")
             row = conn.execute(
                 f"UPDATE jobs SET status = 'running', token = ?, worker = ?, lease_until = ?, attempts = attempts + 1, "
                 f"started_at = coalesce(started_at, ?), updated_at = ?, error = NULL "
@@ -255,6 +296,8 @@ class JobQueue:
             if row is None:
                 return None
             job = _job(row)
+            # A reclaimed job's previous holder never said how its attempt ended: its lease ran out.
+            _close_attempts(conn, job.job_id, now, "lease expired")
             conn.execute(
                 "INSERT INTO attempts (job_id, attempt, token, worker, started_at) "
                 "VALUES (?, (SELECT count(*) + 1 FROM attempts WHERE job_id = ?), ?, ?, ?)",
@@ -262,33 +305,83 @@ class JobQueue:
             )
         return Claim(job, token, worker, lease_s)
 
-    def heartbeat(self, claim: Claim) -> None:
-        """Extend the lease; LeaseLost if the job is no longer ours."""
-        self._update(claim, "lease_until = ?", (time.time() + claim.lease_s,))
+    def abandon_worker(self, worker_prefix: str, why: str = "worker died") -> list[int]:
+        """Jobs held by a worker known to be dead (its supervisor saw it exit): claimable now, not after the lease.
+
+        `worker_prefix`: the start of its worker names, e.g. "host:1234:" (see worker_name()). Returns the job ids.
+        """
+        if not worker_prefix:
+            raise ValueError("worker_prefix must be non-empty")
+        now = time.time()
+        with self._write() as conn:
+            rows = conn.execute(
+                "UPDATE jobs SET lease_until = ?, updated_at = ? WHERE status = 'running' AND substr(worker, 1, ?) = ? "
+                "RETURNING job_id", (now - 1e-3, now, len(worker_prefix), worker_prefix),
+            ).fetchall()
+            for (job_id,) in rows:
+                _close_attempts(conn, job_id, now, why)
+        return [int(r[0]) for r in rows]
+
+    def cancel(self, job_id: int) -> Job | None:
+        """Cancel a queued job now, or ask the worker of a running one to stop after its current file.
+
+        Returns the job as it is afterwards (None if there is none); a finished job is returned unchanged.
+        """
+        now = time.time()
+        with self._write() as conn:
+            conn.execute(
+                "UPDATE jobs SET status = 'cancelled', finished_at = ?, updated_at = ?, error = 'cancelled on request' "
+                "WHERE job_id = ? AND status = 'queued'", (now, now, job_id),
+            )
+            conn.execute("UPDATE jobs SET cancel_requested = 1, updated_at = ? WHERE job_id = ? AND status = 'running'",
+                         (now, job_id))
+        return self.get(job_id)
+
+    def heartbeat(self, claim: Claim) -> bool:
+        """Extend the lease; LeaseLost if the job is no longer ours. True when cancellation was asked."""
+        return self._update(claim, "lease_until = ?", (time.time() + claim.lease_s,))
 
     def progress(
         self, claim: Claim, files_done: int, files_total: int | None, current: str | None,
         results: Sequence[dict[str, Any]] | None = None,
-    ) -> None:
-        """Record progress (and extend the lease). `results`: the per-file results of this attempt so far."""
+    ) -> bool:
+        """Record progress (and extend the lease); True when cancellation was asked.
+
+        `results`: the per-file results of this attempt so far.
+        """
         sets = "files_done = ?, files_total = ?, current = ?, lease_until = ?"
         params: list[Any] = [files_done, files_total, current, time.time() + claim.lease_s]
         if results is not None:
             sets += ", results = ?"
             params.append(json.dumps(_merge_results(claim.job.results, results), ensure_ascii=False))
-        self._update(claim, sets, params)
+        return self._update(claim, sets, params)
 
-    def finish(self, claim: Claim, report: dict[str, Any]) -> None:
-        """Mark the job done with its report. Files an earlier, interrupted attempt committed keep that status."""
+    def finish(self, claim: Claim, report: dict[str, Any], *, cancelled: bool = False) -> JobStatus:
+        """End the job with its report: done; failed when every file in it failed; cancelled when asked to stop.
+
+        Files an earlier, interrupted attempt committed keep that status. Returns the status given.
+        """
         now = time.time()
         current = self.get(claim.job.job_id)  # only the holder writes results: no race with another writer
         files = _merge_results(current.results if current else claim.job.results, report.get("files", []))
-        report = {**report, "files": files, "summary": _summary(files) if files else report.get("summary", {})}
+        summary = _summary(files) if files else report.get("summary", {})
+        report = {**report, "files": files, "summary": summary}
+        status: JobStatus = "done"
+        error = None
+        ok = sum(summary.get(k, 0) for k in ("added", "updated", "unchanged", "duplicate"))
+        if cancelled:
+            status, error = "cancelled", f"cancelled on request after {len(files)} file(s)"
+        elif summary.get("failed", 0) and not ok:
+            first = next(r for r in files if r.get("status") == "failed")
+            status = "failed"
+            error = f"every file failed ({summary['failed']}); the first, {first['path']}: {first.get('reason', '')}"
         self._update(
-            claim, "status = 'done', token = NULL, lease_until = NULL, finished_at = ?, report = ?, results = '[]', "
-            "current = NULL, files_done = max(files_done, ?)",
-            (now, json.dumps(report, ensure_ascii=False), len(files)), outcome="done",
+            claim, "status = ?, error = ?, token = NULL, lease_until = NULL, finished_at = ?, report = ?, "
+            "results = '[]', current = NULL, files_done = max(files_done, ?)",
+            (status, error and error[:2000], now, json.dumps(report, ensure_ascii=False), len(files)),
+            outcome=status,
         )
+        return status
 
     def fail(self, claim: Claim, error: str) -> None:
         """Mark the job failed for good (a bad request: unknown collection, incompatible embedder)."""
@@ -296,26 +389,38 @@ class JobQueue:
                      (time.time(), error[:2000]), outcome="failed")
 
     def release(self, claim: Claim) -> None:
-        """Give the job back unfinished (a worker asked to stop): queued again, this attempt not counted."""
-        self._update(claim, "status = 'queued', token = NULL, worker = NULL, lease_until = NULL, current = NULL, "
-                     "attempts = attempts - 1", (), outcome="released")
+        """Give the job back unfinished (a worker asked to stop): queued again, this attempt not counted.
 
-    def _update(self, claim: Claim, sets: str, params: Sequence[Any], outcome: str | None = None) -> None:
+        A job whose cancellation was asked meanwhile is cancelled instead of queued again.
+        """
+        self._update(claim, "status = CASE WHEN cancel_requested THEN 'cancelled' ELSE 'queued' END, token = NULL, "
+                     "worker = NULL, lease_until = NULL, current = NULL, attempts = attempts - 1, "
+                     "finished_at = CASE WHEN cancel_requested THEN ? END", (time.time(),), outcome="released")
+
+    def _update(self, claim: Claim, sets: str, params: Sequence[Any], outcome: str | None = None) -> bool:
+        """Apply `sets` if the claim still holds the job (else LeaseLost); return its cancel_requested flag."""
         now = time.time()
         with self._write() as conn:
-            cur = conn.execute(
-                f"UPDATE jobs SET {sets}, updated_at = ? WHERE job_id = ? AND token = ? AND status = 'running'",
+            row = conn.execute(
+                f"UPDATE jobs SET {sets}, updated_at = ? WHERE job_id = ? AND token = ? AND status = 'running' "
+                f"RETURNING cancel_requested",
                 (*params, now, claim.job.job_id, claim.token),
-            )
-            if cur.rowcount == 0:
+            ).fetchone()
+            if row is None:
                 # Committed with the transaction; the caller hears of it just after.
                 conn.execute("UPDATE attempts SET ended_at = ?, outcome = 'lost' WHERE token = ? AND ended_at IS NULL",
                              (now, claim.token))
             elif outcome is not None:
                 conn.execute("UPDATE attempts SET ended_at = ?, outcome = ? WHERE token = ?",
                              (now, outcome, claim.token))
-        if cur.rowcount == 0:
+        if row is None:
             raise LeaseLost(f"job {claim.job.job_id} is no longer held by {claim.worker} (its lease ran out)")
+        return bool(row[0])
+
+
+def _close_attempts(conn: sqlite3.Connection, job_id: int, now: float, outcome: str) -> None:
+    conn.execute("UPDATE attempts SET ended_at = ?, outcome = ? WHERE job_id = ? AND ended_at IS NULL",
+                 (now, outcome, job_id))
 
 
 def _merge_results(earlier: Sequence[dict[str, Any]], later: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -342,6 +447,7 @@ def _job(r: tuple[Any, ...]) -> Job:
         attempts=r[5], max_attempts=r[6], token=r[7], worker=r[8], lease_until=r[9], files_done=r[10],
         files_total=r[11], current=r[12], results=tuple(json.loads(r[13])), report=json.loads(r[14]) if r[14] else None,
         error=r[15], created_at=r[16], started_at=r[17], updated_at=r[18], finished_at=r[19],
+        cancel_requested=bool(r[20]),
     )
 
 

@@ -25,6 +25,7 @@ from ingest.chunking import ChunkingSettings, chunk_document
 from ingest.dates import family_of, resolve_effective_date
 from ingest.elements import Element, ParsedDocument
 from ingest.errors import IngestError
+from ingest.parsers.archive import ArchiveLimits
 from ingest.walk import path_key, walk_paths
 from retrieval.analyzer import Analyzer
 from retrieval.collection import Collection
@@ -46,6 +47,9 @@ class IngestOptions:
     near_dup_threshold: float = 0.85
     batch_chunks: int = 512  # embed and commit once this many chunks are waiting
     prune_missing: bool = True  # drop stored sources under an ingested folder that no longer exist
+    archive: ArchiveLimits = ArchiveLimits()  # what a DOCX/XLSX/PPTX/EPUB may unpack to
+    # A file's text above this many tokens fails instead of tying up the worker for minutes (0: no limit).
+    max_file_tokens: int = 0
 
 
 @dataclass(frozen=True)
@@ -96,10 +100,10 @@ class _Pending:
     status: Status
 
 
-def _parse_worker(path: str, max_bytes: int, ocr: bool) -> ParsedDocument:
+def _parse_worker(path: str, max_bytes: int, ocr: bool, archive: ArchiveLimits | None = None) -> ParsedDocument:
     from ingest.parsers import parse_file
 
-    return parse_file(Path(path), max_bytes=max_bytes, ocr=ocr)
+    return parse_file(Path(path), max_bytes=max_bytes, ocr=ocr, archive=archive)
 
 
 class Ingestor:
@@ -218,6 +222,10 @@ class Ingestor:
                 reason = str(parsed) if isinstance(parsed, IngestError) else f"{type(parsed).__name__}: {parsed}"
                 emit(FileResult(key, "failed", reason=reason or type(parsed).__name__))
                 return
+            too_long = self._over_token_limit(parsed)
+            if too_long:
+                emit(FileResult(key, "failed", reason=too_long))
+                return
             rec = self.collection.store.source(key)
             try:
                 sidecar = _read_sidecar(path)
@@ -239,16 +247,17 @@ class Ingestor:
                 t = time.perf_counter()
                 try:
                     parsed: ParsedDocument | Exception = _parse_worker(
-                        str(item[0]), self.options.max_bytes, self.options.ocr
+                        str(item[0]), self.options.max_bytes, self.options.ocr, self.options.archive
                     )
                 except Exception as e:  # a parser bug must cost one file, not the batch
                     parsed = e
                 report.timings["parse"] += time.perf_counter() - t
                 handle(item, parsed)
         else:
-            with ProcessPoolExecutor(max_workers=self.options.workers) as pool:
+            o = self.options
+            with ProcessPoolExecutor(max_workers=o.workers) as pool:
                 futures: list[Future[ParsedDocument]] = [
-                    pool.submit(_parse_worker, str(i[0]), self.options.max_bytes, self.options.ocr) for i in items
+                    pool.submit(_parse_worker, str(i[0]), o.max_bytes, o.ocr, o.archive) for i in items
                 ]
                 for item, fut in zip(items, futures, strict=True):
                     t = time.perf_counter()
@@ -261,6 +270,20 @@ class Ingestor:
         for r in self._flush(report):
             emit(r)
         report.timings["total"] = time.perf_counter() - t0
+
+    def _over_token_limit(self, parsed: ParsedDocument) -> str | None:
+        """Why the file is refused for its length, or None. Chunking and embedding cost grows with the tokens."""
+        cap = self.options.max_file_tokens
+        text = parsed.text
+        if not cap or len(text) <= cap:  # a token covers at least one character: no need to count
+            return None
+        from ingest.chunking import default_counter
+
+        n = default_counter().count(text)
+        if n <= cap:
+            return None
+        return (f"text has {n:,} tokens, over the per-file limit of {cap:,} (RAGQA_INGEST_MAX_FILE_TOKENS): "
+                f"split the file or raise the limit")
 
     def _prune(self, prefix: str, seen: set[str]) -> Iterator[FileResult]:
         store = self.collection.store

@@ -2,7 +2,8 @@
 
 Each file is committed in its own transaction (batch_chunks=1), so a stop request (SIGTERM) lets the file in
 progress finish and commit, then gives the job back to the queue; the next worker skips what is already
-committed. A worker that is killed outright simply stops extending its lease (see ingest/jobs.py). Parsing
+committed. A cancelled job ends the same way, at the next file boundary, as `cancelled` with the files done so
+far. A worker that is killed outright simply stops extending its lease (see ingest/jobs.py). Parsing
 happens in this process: run more workers for parallelism across jobs; one collection is written by one of
 them at a time (its write lock).
 """
@@ -20,6 +21,7 @@ from typing import Any
 from ingest.chunking import ChunkingSettings
 from ingest.jobs import Claim, JobQueue, LeaseLost, worker_name
 from ingest.language import resolve_embedder
+from ingest.parsers.archive import ArchiveLimits
 from ingest.pipeline import FileResult, IngestOptions, Ingestor
 from retrieval.collection import Collection, CollectionLocked
 from retrieval.embedders import Embedder, get_embedder
@@ -36,6 +38,8 @@ class WorkerConfig:
     near_dup_threshold: float = 0.85
     lease_s: float = 60.0
     poll_s: float = 0.5
+    max_file_tokens: int = 0  # a longer file fails, so that one file cannot hold the worker for long (0: no limit)
+    archive: ArchiveLimits = ArchiveLimits()
 
     def __post_init__(self) -> None:
         if self.lease_s < 1.0:
@@ -46,6 +50,10 @@ class WorkerConfig:
 
 class _Stop(Exception):
     """Raised from the progress callback, right after a file was committed, when a stop was requested."""
+
+
+class _Cancel(Exception):
+    """Raised like _Stop when the job's cancellation was asked (through the queue)."""
 
 
 class Worker:
@@ -85,13 +93,18 @@ class Worker:
         job = claim.job
         log.info("job %d: attempt %d on %s: %s", job.job_id, job.attempts, job.collection, list(job.paths),
                  extra={"job_id": job.job_id})
-        lost = threading.Event()
+        lost, cancel = threading.Event(), threading.Event()
         beat_stop = threading.Event()
-        beat = threading.Thread(target=self._heartbeat, args=(claim, beat_stop, lost), daemon=True,
+        beat = threading.Thread(target=self._heartbeat, args=(claim, beat_stop, lost, cancel), daemon=True,
                                 name=f"lease-{job.job_id}")
         beat.start()
+        results: list[FileResult] = []
         try:
-            report = self._ingest(claim, lost)
+            report = self._ingest(claim, lost, cancel, results)
+        except _Cancel:
+            files = [asdict(r) for r in results]
+            self._settle(lambda: self.queue.finish(claim, {"files": files}, cancelled=True))
+            log.info("job %d: cancelled after %d file(s)", job.job_id, len(files), extra={"job_id": job.job_id})
         except _Stop:
             self._settle(lambda: self.queue.release(claim))
             log.info("job %d: stop requested; released after the current file", job.job_id)
@@ -102,23 +115,24 @@ class Worker:
             why = f"{type(e).__name__}: {e}"
             self._settle(lambda: self.queue.fail(claim, why))
         else:
-            self._settle(lambda: self.queue.finish(claim, report))
-            log.info("job %d: done: %s", job.job_id, report["summary"], extra={"job_id": job.job_id})
+            status = self._settle(lambda: self.queue.finish(claim, report))
+            log.info("job %d: %s: %s", job.job_id, status or "lost", report["summary"], extra={"job_id": job.job_id})
         finally:
             beat_stop.set()
             beat.join()
 
     # ---- internals -------------------------------------------------------------------------------------------
 
-    def _ingest(self, claim: Claim, lost: threading.Event) -> dict[str, Any]:
-        from ingest.cli import open_collection
+    def _ingest(
+        self, claim: Claim, lost: threading.Event, cancel: threading.Event, results: list[FileResult]
+    ) -> dict[str, Any]:
+        from ingest.cli import open_collection, resolve_chunking
         from ingest.walk import walk_paths
 
         job = claim.job
         opts = job.options
         paths = [Path(p) for p in job.paths]
         total = sum(1 for _ in walk_paths(paths))
-        results: list[FileResult] = []
 
         last_saved = [0.0]
 
@@ -129,28 +143,33 @@ class Worker:
             # The per-file list grows with the job: rewrite it every few seconds (and when stopping), not per file.
             stopping = self._stop.is_set()
             save = stopping or time.monotonic() - last_saved[0] >= 2.0
-            self.queue.progress(claim, len(results), total, r.path, [asdict(x) for x in results] if save else None)
+            if self.queue.progress(claim, len(results), total, r.path, [asdict(x) for x in results] if save else None):
+                cancel.set()
             if save:
                 last_saved[0] = time.monotonic()
+            if cancel.is_set():
+                raise _Cancel()
             if stopping:
                 raise _Stop()
 
         col = Collection(self.config.data_dir, job.collection)
-        with self._write_lock(col):
+        with self._write_lock(col, cancel):
             spec = resolve_embedder(self.config.data_dir, job.collection, self.config.embedder_spec,
                                     [Path(x) for x in job.paths])
             embedder = self._embedder(spec)  # loaded once per worker, not once per job
-            col = open_collection(self.config.data_dir, job.collection, embedder, self.config.chunking, create=True)
+            chunking = resolve_chunking(self.config.data_dir, job.collection, self.config.chunking)
+            col = open_collection(self.config.data_dir, job.collection, embedder, chunking, create=True)
             try:
                 options = IngestOptions(
                     effective_date=opts.get("date"), authority=opts.get("authority"),
                     metadata=opts.get("meta") or {},
                     max_bytes=self.config.max_bytes, workers=0, ocr=bool(opts.get("ocr", True)),
                     near_dup_threshold=self.config.near_dup_threshold, batch_chunks=1,
+                    max_file_tokens=self.config.max_file_tokens, archive=self.config.archive,
                 )
                 t = time.perf_counter()
                 self.queue.progress(claim, 0, total, None)
-                ingestor = Ingestor(col, embedder, self.config.chunking, options)
+                ingestor = Ingestor(col, embedder, chunking, options)
                 report = ingestor.ingest_paths(paths, progress=progress)
             finally:
                 col.close()
@@ -161,13 +180,15 @@ class Worker:
             "files": [asdict(r) for r in report.results],
         }
 
-    def _write_lock(self, col: Collection) -> ExitStack:
-        """The collection's write lock, waited for without blocking a stop request."""
+    def _write_lock(self, col: Collection, cancel: threading.Event) -> ExitStack:
+        """The collection's write lock, waited for without blocking a stop or cancel request."""
         while True:
             held = ExitStack()
             try:
                 held.enter_context(col.write_lock(wait=False))
             except CollectionLocked:
+                if cancel.is_set():
+                    raise _Cancel() from None
                 if self._stop.wait(0.2):
                     raise _Stop() from None
                 continue
@@ -181,19 +202,23 @@ class Worker:
             self._embedders[spec] = emb
         return emb
 
-    def _heartbeat(self, claim: Claim, done: threading.Event, lost: threading.Event) -> None:
+    def _heartbeat(
+        self, claim: Claim, done: threading.Event, lost: threading.Event, cancel: threading.Event
+    ) -> None:
         # A file can take minutes (OCR of a scanned PDF): the lease must not depend on per-file progress.
         while not done.wait(claim.lease_s / 3):
             try:
-                self.queue.heartbeat(claim)
+                if self.queue.heartbeat(claim):
+                    cancel.set()
             except LeaseLost:
                 lost.set()
                 return
             except Exception:  # a locked database for a moment: the next beat retries
                 log.warning("job %d: heartbeat failed", claim.job.job_id, exc_info=True)
 
-    def _settle(self, fn: Any) -> None:
+    def _settle(self, fn: Any) -> Any:
         try:
-            fn()
+            return fn()
         except LeaseLost as e:
             log.warning("%s", e)
+            return None

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import re
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 
 import numpy as np
@@ -131,12 +131,17 @@ _YEAR = re.compile(r"(?<!\d)(19\d\d|20\d\d)(?!\d)")
 
 
 def select(
-    question: str, passages: Sequence[Passage], analyzer: Analyzer, budget_tokens: int, context: int = 1
+    question: str, passages: Sequence[Passage], analyzer: Analyzer, budget_tokens: int, context: int = 1,
+    header_tokens: int = 12, similarity: Callable[[Sequence[str]], np.ndarray] | None = None,
+    semantic_weight: float = 1.0,
 ) -> list[Passage]:
     """The question-bearing sentences of each passage (table rows whole, with their header), within the budget.
 
-    Each sentence (or table row) is scored by the inverse-frequency-weighted share of the question's terms it holds;
-    the best ones are taken, with `context` sentences either side, until the budget is spent. A passage keeps its
+    Each sentence (or table row) is scored by the inverse-frequency-weighted share of the question's terms it holds,
+    plus `semantic_weight` times its similarity to the question when `similarity` (texts -> cosines) is given: a
+    paraphrased question shares few words with its answer;
+    the best ones are taken, with `context` sentences either side, until the budget is spent (a source's first
+    sentence also pays for the source's header in the prompt, `header_tokens` plus its title). A passage keeps its
     place in the order, and its text becomes the kept sentences in document order, gaps marked with "…"; a passage
     with nothing kept is dropped. The best sentence is always kept, however long, so evidence is never empty while
     any passage has a sentence; sentences that give orders to the assistant are dropped first.
@@ -152,10 +157,14 @@ def select(
     df = {t: sum(1 for ts in unit_terms for s in ts if t in s) for t in q_terms}
     weight = {t: float(np.log(1 + n_units / (1 + df[t]))) for t in q_terms}
     total = sum(weight.values()) or 1.0
+    flat = [u for us in units for u in us]
+    sims = iter(np.asarray(similarity(flat), dtype=float).tolist() if similarity is not None and flat else [])
     scored = []
     for pi, ts in enumerate(unit_terms):
         for ui, s in enumerate(ts):
             score = sum(weight[t] for t in q_terms & s) / total
+            if similarity is not None:
+                score += semantic_weight * max(0.0, next(sims))
             scored.append((score - 0.02 * pi, pi, ui))  # ties go to the better-ranked passage
     scored.sort(reverse=True)
     keep: list[set[int]] = [set() for _ in passages]
@@ -165,6 +174,8 @@ def select(
             break
         window = [j for j in range(ui - context, ui + context + 1) if 0 <= j < len(units[pi])]
         cost = sum(approx_tokens(units[pi][j]) for j in window if j not in keep[pi])
+        if not keep[pi]:  # a new source costs its header in the prompt too
+            cost += header_tokens + approx_tokens(passages[pi].hit.chunk.title)
         if used + cost > budget_tokens:
             if rank == 0:  # the single best sentence, alone, however long
                 keep[pi].add(ui)

@@ -9,6 +9,8 @@ from __future__ import annotations
 import re
 from typing import Literal
 
+from retrieval.sentences import split_sentences as sentence_spans
+
 Language = Literal["zh", "en"]
 _CJK = re.compile(r"[\u3400-\u9fff\uf900-\ufaff]")
 _LATIN_WORD = re.compile(r"[A-Za-z]{2,}")
@@ -40,14 +42,14 @@ def approx_tokens(text: str) -> int:
             n += 0.7 if _CJK.match(w) else 1.0
     return max(1, round(n))
 
-# Sentence ends: Chinese full stops anywhere; Latin ones before whitespace. Decimal points and "e.g." stay inside.
-_SENT = re.compile(r"(?<=[。！？；])|(?<=[.!?])(?<!\b[A-Za-z]\.)(?<!\be\.g\.)(?<!\bi\.e\.)\s+|\n+")
 _NUM = re.compile(r"(?<![A-Za-z])\d+(?:[.,]\d+)*(?:\.\d+)?")
 _MARKER = re.compile(r"\s*(?:\[(\d+(?:\s*[,，]\s*\d+)*)\]|【(\d+)】)")
 
 
 def split_sentences(text: str) -> list[str]:
-    return [s.strip() for s in _SENT.split(text) if s and s.strip()]
+    """The sentences of `text`: the chunker's splitter (retrieval/sentences.py), so that what is cited, checked and
+    selected is cut where chunks are cut."""
+    return [text[a:b] for a, b in sentence_spans(text)]
 
 
 _ZH_DIGIT = {"零": 0, "一": 1, "二": 2, "两": 2, "三": 3, "四": 4, "五": 5, "六": 6, "七": 7, "八": 8, "九": 9}

@@ -6,6 +6,7 @@ With no keys configured the service is open (a local, single-user install): ever
 from __future__ import annotations
 
 import hmac
+import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
@@ -80,15 +81,33 @@ class KeyRing:
         return found
 
 
+_HOW = "send 'Authorization: Bearer <key>'"
+_SCHEME = re.compile(r"[A-Za-z][A-Za-z0-9!#$%&'*+.^_`|~-]{0,31}")  # RFC 9110 token, short: a scheme, not a key
+
+
+def bearer_token(header: str | None) -> str:
+    """The key in an Authorization header: "Bearer", any whitespace (RFC 9110 says one space; tabs are common), key.
+
+    Unauthorized says precisely what is wrong, without echoing anything that could be the key itself.
+    """
+    if header is None or not header.strip():
+        raise Unauthorized(f"missing API key: {_HOW}")
+    parts = header.split(None, 1)
+    if parts[0].lower() != "bearer":
+        if len(parts) == 2 and _SCHEME.fullmatch(parts[0]):
+            raise Unauthorized(f"unsupported authorization scheme {parts[0]!r}: {_HOW}")
+        raise Unauthorized(f"malformed Authorization header: no 'Bearer' scheme before the key; {_HOW}")
+    token = parts[1].strip() if len(parts) == 2 else ""
+    if not token:
+        raise Unauthorized(f"malformed Authorization header: no key after 'Bearer'; {_HOW}")
+    return token
+
+
 def authenticate(request: Request) -> Access:
     ring: KeyRing = request.app.state.api_keys
     if not ring:
         return OPEN
-    header = request.headers.get("authorization", "")
-    scheme, _, token = header.partition(" ")
-    if scheme.lower() != "bearer" or not token.strip():
-        raise Unauthorized("missing API key: send 'Authorization: Bearer <key>'")
-    access = ring.lookup(token.strip())
+    access = ring.lookup(bearer_token(request.headers.get("authorization")))
     if access is None:
         raise Unauthorized("invalid API key")
     return access

@@ -9,10 +9,11 @@ from fastapi import APIRouter, Depends, File, Form, Path, Request, Response, Upl
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse
 
-from app.api.auth import Access, require_key
+from app.api.auth import Access, authenticate, require_key
 from app.api.schemas import ChunkOut, CollectionOut, DocumentOut, ErrorOut, SearchIn, SearchOut
-from app.errors import BadRequest, NotFound, Unavailable
+from app.errors import BadRequest, Conflict, NotFound, Unauthorized, Unavailable
 from app.service import SearchService, make_filter
+from ingest.jobs import FINISHED, Job
 from retrieval.collection import check_name
 from retrieval.search import SearchParams
 
@@ -50,19 +51,42 @@ async def healthz() -> dict[str, str]:
 
 @router.get("/readyz", responses={503: {"model": ErrorOut}})
 async def readyz(request: Request, svc: Svc) -> dict[str, object]:
-    """Ready when the store opens and the LLM server lists the model we send (the LoRA adapter's name on vLLM)."""
+    """Ready when the store opens, the LLM server lists the model we send (the LoRA adapter's name on vLLM) and
+    the embedded ingest worker, if any, is kept running. Open to all: which dependency is down, never where it is,
+    unless the caller holds a key for every collection (or no keys are configured)."""
     cols = await run_in_threadpool(svc.collections)
+    operator = _operator(request)
+    worker = request.app.state.worker
+    if worker is not None and worker.failure:
+        raise Unavailable(f"not ready: {worker.failure}")
     llm = request.app.state.llm
+    down = llm.diagnose() if llm.diagnose else None
+    if down:  # the embedded model failed for good: what died and what to do (no address, no log path)
+        raise Unavailable(f"not ready: {down}")
+    where = f" at {llm.base_url}" if operator else ""
     try:
         models = await llm.models()
     except Exception as e:
-        raise Unavailable(f"LLM server at {llm.base_url} is not reachable: {e}") from e
+        log.warning("readyz: LLM server at %s is not reachable: %s", llm.base_url, e)
+        why = f": {e}" if operator else f" ({type(e).__name__})"
+        raise Unavailable(f"not ready: the LLM server{where} is not reachable{why}") from e
     if llm.model not in models:
-        raise Unavailable(f"LLM server at {llm.base_url} does not serve model {llm.model!r} (it has {models})")
-    out: dict[str, object] = {"status": "ready", "llm": {"base_url": llm.base_url, "model": llm.model}}
+        raise Unavailable(f"not ready: the LLM server{where} does not serve model {llm.model!r} (it has {models})")
+    out: dict[str, object] = {
+        "status": "ready", "llm": {"model": llm.model} | ({"base_url": llm.base_url} if operator else {}),
+        "worker": worker.status() if worker is not None else {"state": "not embedded"},
+    }
     if not request.app.state.api_keys:  # with keys, only GET /collections names them, to the keys that may see them
         out["collections"] = cols
     return out
+
+
+def _operator(request: Request) -> bool:
+    """May this caller see internal addresses: no keys configured, or a valid key for every collection?"""
+    try:
+        return authenticate(request).every_collection
+    except Unauthorized:
+        return False
 
 
 @router.post("/search", response_model=SearchOut, responses=ERRORS)
@@ -83,7 +107,8 @@ async def search(body: SearchIn, request: Request, svc: Svc, key: Reader) -> Sea
                 chunk_id=h.chunk.chunk_id, doc_id=h.chunk.doc_id, title=h.chunk.title,
                 source_path=h.chunk.source_path, text=h.chunk.text, score=h.score, scores=h.scores,
                 kind=h.chunk.kind, heading_path=list(h.chunk.heading_path), page_start=h.chunk.page_start,
-                page_end=h.chunk.page_end, effective_date=h.chunk.effective_date, level=h.chunk.level,
+                page_end=h.chunk.page_end, effective_date=h.chunk.effective_date, date_source=h.chunk.date_source,
+                level=h.chunk.level,
             )
             for h in hits
         ],
@@ -114,7 +139,7 @@ async def documents(name: str, svc: Svc, key: Reader) -> list[DocumentOut]:
         DocumentOut(
             doc_id=d.doc_id, title=d.title, source_path=d.source_path, sources=list(d.sources), mime=d.mime,
             effective_date=d.effective_date, date_source=d.date_source, authority=d.authority,
-            language=d.language, ingested_at=d.ingested_at,
+            language=d.language, ingested_at=d.ingested_at, metadata=d.metadata,
         )
         for d in docs
     ]
@@ -133,16 +158,23 @@ async def delete_document(name: str, doc_id: str, svc: Svc, key: Writer) -> dict
 @router.post(
     "/collections/{name}/documents", status_code=202,
     responses={400: {"model": ErrorOut}, 401: {"model": ErrorOut}, 403: {"model": ErrorOut}, 411: {"model": ErrorOut},
-               413: {"model": ErrorOut}, 415: {"model": ErrorOut}},
+               409: {"model": ErrorOut}, 413: {"model": ErrorOut}, 415: {"model": ErrorOut}},
 )
 async def upload_documents(
     name: str, request: Request, key: Writer,
-    files: Annotated[list[UploadFile], File(description="one or more files")],
+    files: Annotated[list[UploadFile], File(description="one or more files", min_length=1)],
     date: Annotated[str | None, Form(description="effective date for these files (YYYY[-MM[-DD]])")] = None,
     authority: Annotated[float | None, Form(description="authority of these sources", allow_inf_nan=False)] = None,
 ) -> JSONResponse:
-    """Store the files under the collection's upload folder and queue an ingest job: 202 with the job id."""
-    from app.uploads import check_extension, save_upload, supported_extensions
+    """Store the files under the collection's upload folder and queue an ingest job: 202 with the job id.
+
+    All or nothing: on any error (409, 413, 415...) no file is stored and no job queued. A file name that is not
+    already a safe name (a path, unusual characters) is stored as `stem~TAG.ext`, TAG a hash of the name (listed in
+    `renamed`), and kept in the document's metadata as `upload_name`: two different names never overwrite each
+    other, and the same name again updates its document. Two files of one request stored alike: 409.
+    """
+    from app.api.errors import json_safe
+    from app.uploads import check_extension, store_uploads, supported_extensions
 
     key.check(name, write=True)
     try:
@@ -160,17 +192,17 @@ async def upload_documents(
     supported = supported_extensions()
     for f in files:  # check every file before storing any
         check_extension(f.filename or "", supported)
-    folder = s.data_dir / "uploads" / name
-    saved = [
-        await run_in_threadpool(save_upload, f.file, folder, f.filename or "upload", s.max_file_mb * 2**20)
-        for f in files
-    ]
     options = {k: v for k, v in {"date": date, "authority": authority}.items() if v is not None}
-    job_id = await run_in_threadpool(request.app.state.jobs.enqueue, name, [str(p) for p in saved], options)
-    log.info("queued job %d: %d file(s) for %s", job_id, len(saved), name, extra={"job_id": job_id})
+    jobs = request.app.state.jobs
+    # All or nothing: the files are staged and checked, then moved into place and queued together.
+    job_id, stored = await run_in_threadpool(
+        store_uploads, s.data_dir / "uploads" / name, [(f.filename or "", f.file) for f in files],
+        s.max_file_mb * 2**20, lambda paths: jobs.enqueue(name, [str(p) for p in paths], options),
+    )
+    log.info("queued job %d: %d file(s) for %s", job_id, len(stored), name, extra={"job_id": job_id})
     return JSONResponse(
-        {"job_id": job_id, "status": "queued", "collection": name, "files": [p.name for p in saved],
-         "status_url": f"/jobs/{job_id}"},
+        json_safe({"job_id": job_id, "status": "queued", "collection": name, "files": [x.path.name for x in stored],
+                   "renamed": {x.path.name: x.name for x in stored if x.renamed}, "status_url": f"/jobs/{job_id}"}),
         status_code=202, headers={"Location": f"/jobs/{job_id}"},
     )
 
@@ -190,13 +222,32 @@ async def jobs(request: Request, key: Reader, status: str | None = None, limit: 
 @router.get("/jobs/{job_id}", responses=ERRORS)
 async def job(job_id: JobId, request: Request, key: Reader) -> dict[str, object]:
     q = request.app.state.jobs
-    j = await run_in_threadpool(q.get, job_id)
-    if j is None:
-        raise NotFound(f"job {job_id} not found")
-    key.check(j.collection)
+    j = _visible_job(await run_in_threadpool(q.get, job_id), job_id, key)
     out = j.to_json()
     out["attempt_log"] = [a.__dict__ for a in await run_in_threadpool(q.attempts, job_id)]
     return out
+
+
+@router.delete("/jobs/{job_id}", responses={**ERRORS, 409: {"model": ErrorOut}})
+async def cancel_job(job_id: JobId, request: Request, key: Writer) -> JSONResponse:
+    """Cancel a job: a queued one at once (200), a running one after the file in progress (202, status `running`
+    with `cancel_requested` until its worker stops); 409 for a finished job."""
+    q = request.app.state.jobs
+    j = _visible_job(await run_in_threadpool(q.get, job_id), job_id, key)
+    key.check(j.collection, write=True)
+    if j.status in FINISHED:
+        raise Conflict(f"job {job_id} is already {j.status}: nothing to cancel")
+    j = await run_in_threadpool(q.cancel, job_id)
+    log.info("job %d: cancel requested (now %s)", job_id, j.status, extra={"job_id": job_id})
+    return JSONResponse(j.to_json(), status_code=202 if j.status == "running" else 200)
+
+
+def _visible_job(j: Job | None, job_id: int, key: Access) -> Job:
+    """The job, or 404 alike whether it does not exist or belongs to a collection the key may not see:
+    job ids must not tell a scoped key what other collections are doing."""
+    if j is None or not key.can_see(j.collection):
+        raise NotFound(f"job {job_id} not found")
+    return j
 
 
 @router.get("/metrics", responses=ERRORS)

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import datetime as dt
-from typing import Literal
+from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 ISO_DATE = r"^\d{4}-\d{2}-\d{2}$"
 
@@ -42,16 +42,34 @@ class RequestBody(BaseModel):
     _unicode = field_validator("*")(_valid_unicode)
 
 
+# The date filters' rule, in the OpenAPI docs: it surprised a user when only a code comment said it.
+DATE_RULE = (
+    "Inclusive. A document passes when its effective date is in range, or when it has no effective date it can be "
+    "held to: undated documents, and documents dated only by their file's modification time (`date_source` "
+    '"mtime", which says when a copy was made, often the upload day, not when the text took effect), pass every '
+    "date filter. Each hit carries `date_source` to tell them apart."
+)
+
+
 class FilterIn(RequestBody):
     doc_ids: list[str] | None = Field(None, max_length=1000)
     source_prefix: str | None = Field(None, max_length=4096)
-    date_from: str | None = Field(None, pattern=ISO_DATE)
-    date_to: str | None = Field(None, pattern=ISO_DATE)
+    date_from: str | None = Field(None, pattern=ISO_DATE, description=f"YYYY-MM-DD, at most date_to. {DATE_RULE}")
+    date_to: str | None = Field(None, pattern=ISO_DATE, description=f"YYYY-MM-DD, at least date_from. {DATE_RULE}")
     language: str | None = Field(None, max_length=16)
     kinds: list[Literal["text", "table", "image"]] | None = None
     metadata: dict[str, str] | None = Field(None, max_length=32)
 
     _dates = field_validator("date_from", "date_to")(_valid_date)
+
+    @model_validator(mode="after")
+    def _date_order(self) -> FilterIn:
+        if self.date_from and self.date_to and self.date_from > self.date_to:
+            raise ValueError(
+                f"date_from ({self.date_from}) is after date_to ({self.date_to}): no date is in that range; "
+                "swap them, or give one bound"
+            )
+        return self
 
 
 class SearchIn(RequestBody):
@@ -76,6 +94,7 @@ class ChunkOut(BaseModel):
     page_start: int | None
     page_end: int | None
     effective_date: str | None
+    date_source: str = Field(description='where effective_date came from; "mtime" and "none" pass date filters')
     level: int
 
 
@@ -99,10 +118,13 @@ class DocumentOut(BaseModel):
     sources: list[str]
     mime: str
     effective_date: str | None
-    date_source: str
+    date_source: str = Field(description='where effective_date came from; "mtime" and "none" pass date filters')
     authority: float | None
     language: str | None
     ingested_at: str
+    metadata: dict[str, Any] = Field(
+        default_factory=dict, description="user metadata (sidecar, ingest --meta); `upload_name`: the client's name "
+                                          "of an upload stored under another name")
 
 
 class ErrorOut(BaseModel):

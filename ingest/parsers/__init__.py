@@ -16,6 +16,7 @@ from pathlib import Path
 from ingest.elements import ParsedDocument
 from ingest.errors import CorruptFile, EmptyFile, EncryptedFile, FileTooLarge, IngestError, UnsupportedFormat
 from ingest.parsers import detect
+from ingest.parsers.archive import ArchiveLimits, check_archive
 from ingest.parsers.builder import Source, readable
 from ingest.parsers.detect import detect_mime
 
@@ -54,10 +55,16 @@ _UNSUPPORTED_WHY = {
     detect.ZIP: "ZIP archive that is not DOCX, PPTX, XLSX or EPUB",
     detect.ISO_MEDIA: "HEIC/AVIF picture or MP4/MOV video is not supported: convert pictures to JPEG or PNG",
 }
+_ZIP_BASED = frozenset({detect.DOCX, detect.PPTX, detect.XLSX, detect.EPUB, detect.ZIP})
 
 
-def parse_file(path: Path, *, max_bytes: int = 100 * 2**20, ocr: bool = True) -> ParsedDocument:
-    """Parses one file into typed elements in reading order; raises an IngestError subclass when it cannot."""
+def parse_file(
+    path: Path, *, max_bytes: int = 100 * 2**20, ocr: bool = True, archive: ArchiveLimits | None = None
+) -> ParsedDocument:
+    """Parses one file into typed elements in reading order; raises an IngestError subclass when it cannot.
+
+    `archive`: what a zip-based file (DOCX, PPTX, XLSX, EPUB) may unpack to, checked before any parser opens it.
+    """
     if isinstance(path, bytes):
         path = Path(os.fsdecode(path))
     path = Path(path)
@@ -66,6 +73,8 @@ def parse_file(path: Path, *, max_bytes: int = 100 * 2**20, ocr: bool = True) ->
     name = readable(path.name)
     data = _read(path, name, max_bytes)
     mime = detect_mime(path, data)
+    if mime in _ZIP_BASED:
+        check_archive(data, archive or ArchiveLimits())
     src = Source(path=path, data=data, mime=mime, ocr=ocr)
     if mime == detect.ENCRYPTED_OOXML:
         raise EncryptedFile("password-protected Office file (encrypted package inside an OLE container)")

@@ -161,7 +161,11 @@ def _zip_kind(data: bytes) -> str:
     try:
         with zipfile.ZipFile(io.BytesIO(data)) as z:
             names = set(z.namelist())
-            mimetype = z.read("mimetype")[:64] if "mimetype" in names else b""
+            # Never z.read(): a "mimetype" member can be a zip bomb too (ingest/parsers/archive.py checks later).
+            mimetype = b""
+            if "mimetype" in names:
+                with z.open("mimetype") as f:
+                    mimetype = f.read(64)
     except (zipfile.BadZipFile, OSError, EOFError, ValueError):
         return ZIP
     if mimetype.startswith(b"application/epub+zip"):

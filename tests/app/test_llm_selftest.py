@@ -126,3 +126,33 @@ def test_an_ordinary_crash_is_still_restarted(tmp_path: Path) -> None:
         assert srv.restarts == 1 and srv.pid != old and srv.failure is None
     finally:
         srv.stop()
+
+
+@pytest.mark.slow
+def test_readyz_and_ask_say_what_died_and_what_to_do(tmp_path: Path, embedder, chunking) -> None:  # type: ignore[no-untyped-def]
+    """Through the API: a model that failed its self-test makes /readyz and /ask answer 503 with the diagnosis."""
+    from fastapi.testclient import TestClient
+
+    from app.api.server import create_app
+    from app.settings import Settings
+    from ingest.pipeline import IngestOptions, Ingestor
+    from retrieval.collection import Collection
+
+    docs = tmp_path / "docs"
+    docs.mkdir()
+    (docs / "codes.md").write_text("# Fault codes\n\nFault code E4 means the outdoor fan is blocked.\n")
+    col = Collection(tmp_path / "data", "default").open(
+        embedder=embedder.name, dim=embedder.dim, chunking=chunking.to_manifest(), create=True)
+    Ingestor(col, embedder, chunking, IngestOptions(workers=0)).ingest_paths([docs])
+    col.close()
+
+    srv = _server(tmp_path, "sigill")
+    with pytest.raises(EmbeddedServerError):
+        srv.start()
+    settings = Settings(data_dir=tmp_path / "data", embedded_worker=False)
+    with TestClient(create_app(settings, llm=srv.client(timeout=5.0))) as api:
+        r = api.get("/readyz")
+        assert r.status_code == 503 and "SIGILL" in r.json()["detail"] and "build_llama.sh" in r.json()["detail"]
+        r = api.post("/ask", json={"question": "What does fault code E4 mean?"})
+        assert r.status_code == 503, r.text
+        assert "SIGILL" in r.json()["detail"] and "build_llama.sh" in r.json()["detail"]

@@ -11,7 +11,14 @@ import pytest
 
 from app.logs import JsonFormatter, new_request_id, request_id
 from app.metrics import Metrics
-from app.uploads import UnsupportedUpload, UploadTooLarge, check_extension, safe_name, save_upload, supported_extensions
+from app.uploads import (
+    UnsupportedUpload,
+    UploadTooLarge,
+    check_extension,
+    safe_name,
+    store_uploads,
+    supported_extensions,
+)
 from retrieval.types import Answer
 
 
@@ -39,13 +46,15 @@ def test_long_names_keep_their_extension() -> None:
     assert out.endswith(".pdf") and len(out.encode()) <= 200
 
 
-def test_save_upload_stays_in_its_folder_and_enforces_the_size(tmp_path: Path) -> None:
+def test_store_uploads_stays_in_its_folder_and_enforces_the_size(tmp_path: Path) -> None:
     folder = tmp_path / "uploads" / "kb"
-    p = save_upload(io.BytesIO(b"hello"), folder, "../../evil.md", max_bytes=10)
-    assert p == folder / "evil.md" and p.read_bytes() == b"hello"
+    n, [s] = store_uploads(folder, [("../../evil.md", io.BytesIO(b"hello"))], 10, len)
+    assert n == 1 and s.path.parent == folder and s.path.name.startswith("evil~") and s.path.read_bytes() == b"hello"
     with pytest.raises(UploadTooLarge, match="'big.md'"):
-        save_upload(io.BytesIO(b"x" * 11), folder, "big.md", max_bytes=10)
-    assert sorted(x.name for x in folder.iterdir()) == ["evil.md"]  # no partial or temp file left
+        store_uploads(folder, [("big.md", io.BytesIO(b"x" * 11))], 10, len)
+    # no partial or temp file left; the sidecar keeps the client's name for the document's metadata
+    assert sorted(x.name for x in folder.iterdir()) == [s.path.name, s.path.name + ".meta.json"]
+    assert json.loads((folder / (s.path.name + ".meta.json")).read_text()) == {"upload_name": "../../evil.md"}
 
 
 def test_extensions_come_from_the_parsers() -> None:

@@ -8,9 +8,9 @@ import pytest
 
 from ingest.chunking import ChunkDraft, ChunkingSettings, TokenCounter, chunk_document
 from ingest.elements import Element, ImageRef, ParsedDocument, Table
-from ingest.sentences import split_sentences, table_lines
+from retrieval.sentences import split_sentences, table_lines
 
-SETTINGS = ChunkingSettings()
+SETTINGS = ChunkingSettings(levels=(128, 256, 512))  # several levels: every one must obey the rules
 
 
 @pytest.fixture(scope="module")
@@ -331,7 +331,7 @@ def test_large_section_split_into_sub_sections(counter: TokenCounter) -> None:
     doc = ParsedDocument(
         (Element("heading", "Big", ("Big",)), *paragraphs, Element("table", md, ("Big",), table=t))
     )
-    settings = ChunkingSettings(max_section_tokens=1024)
+    settings = ChunkingSettings(levels=SETTINGS.levels, max_section_tokens=1024)
     sections, chunks = chunk_document(doc, settings, counter)
     assert len(sections) > 3 and all(s.heading_path == ("Big",) for s in sections)
     assert all(s.token_count <= 1024 for s in sections)
@@ -402,8 +402,8 @@ def test_settings_checked_and_recorded() -> None:
     with pytest.raises(ValueError, match="0.9"):
         ChunkingSettings(overlap=0.9)
     with pytest.raises(ValueError, match="300"):
-        ChunkingSettings(max_section_tokens=300)
+        ChunkingSettings(levels=(128, 256, 512), max_section_tokens=300)
     assert ChunkingSettings(levels=[64, 128], max_section_tokens=512).levels == (64, 128)  # type: ignore[arg-type]
-    manifest = ChunkingSettings().to_manifest()
+    manifest = ChunkingSettings(levels=(128, 256, 512)).to_manifest()
     assert manifest["levels"] == [128, 256, 512] and manifest["overlap"] == 0.15
     assert manifest["tokenizer"] == TokenCounter().name

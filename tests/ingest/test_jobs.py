@@ -31,7 +31,7 @@ def test_lifecycle_and_counts(tmp_path: Path) -> None:
     assert done is not None and done.status == "done" and done.finished_at is not None
     assert done.report is not None and done.report["summary"]["added"] == 2
     assert [a.outcome for a in q.attempts(jid)] == ["done"]
-    assert q.counts() == {"queued": 0, "running": 0, "done": 1, "failed": 0}
+    assert q.counts() == {"queued": 0, "running": 0, "done": 1, "failed": 0, "cancelled": 0}
     assert done.to_json()["progress"]["files_done"] == 2
 
 
@@ -68,7 +68,7 @@ def test_expired_lease_is_reclaimed_and_the_old_holder_is_locked_out(tmp_path: P
         q.finish(first, {"files": []})
     q.finish(second, {"files": []})
     log = q.attempts(jid)
-    assert [(a.worker, a.outcome) for a in log] == [("dead-worker", "lost"), ("w2", "done")]
+    assert [(a.worker, a.outcome) for a in log] == [("dead-worker", "lease expired"), ("w2", "done")]
 
 
 def test_gives_up_after_max_attempts(tmp_path: Path) -> None:
