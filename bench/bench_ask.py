@@ -46,7 +46,7 @@ def _serve(data: Path, log: Path) -> tuple[subprocess.Popen[bytes], str]:
         port = s.getsockname()[1]
     env = dict(os.environ, RAGQA_DATA_DIR=str(data), PYTHONPATH=str(REPO), RAGQA_LLM_TIMEOUT_S="1800",
                RAGQA_LLM_MAX_QUEUE="64")
-    proc = subprocess.Popen([sys.executable, "-m", "app.cli", "serve", "--port", str(port)], env=env,
+    proc = subprocess.Popen([sys.executable, "-m", "ragqa.cli", "serve", "--port", str(port)], env=env,
                             stdout=open(log, "wb"), stderr=subprocess.STDOUT)  # noqa: SIM115
     base = f"http://127.0.0.1:{port}"
     for _ in range(900):
@@ -153,7 +153,7 @@ def main() -> None:
     ap.add_argument("--questions", type=int, default=8)
     args = ap.parse_args()
     if not (args.data / "collections" / "default").exists():
-        subprocess.run([sys.executable, "-m", "app.cli", "ingest", str(REPO / "examples" / "corpus")],
+        subprocess.run([sys.executable, "-m", "ragqa.cli", "ingest", str(REPO / "examples" / "corpus")],
                        env=dict(os.environ, RAGQA_DATA_DIR=str(args.data), PYTHONPATH=str(REPO)), check=True)
     qs = [json.loads(x) for x in (REPO / "examples" / "questions.jsonl").read_text().splitlines() if x.strip()]
     questions = [q["question"] for q in qs if not q["unanswerable"] and not q.get("as_of")][: args.questions]

@@ -40,7 +40,6 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-import psutil
 
 ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
@@ -95,7 +94,7 @@ def start_server(data: Path, port: int, llm_url: str) -> subprocess.Popen[bytes]
         RAGQA_LLM_QUEUE_TIMEOUT_S="20", RAGQA_LOG_LEVEL="WARNING", PYTHONPATH=str(ROOT), HF_HUB_OFFLINE="1",
     )
     log = (data.parent / "serve.log").open("wb")
-    proc = subprocess.Popen([sys.executable, "-m", "app.cli", "serve", "--host", HOST, "--port", str(port)],
+    proc = subprocess.Popen([sys.executable, "-m", "ragqa.cli", "serve", "--host", HOST, "--port", str(port)],
                             env=env, stdout=log, stderr=subprocess.STDOUT)
     deadline = time.time() + 180
     while time.time() < deadline:
@@ -224,14 +223,31 @@ class Client:
         self.http.close()
 
 
-def _sample_memory(pid: int, st: State, stop: threading.Event, t0: float) -> None:
-    root = psutil.Process(pid)
-    while not stop.wait(1.0):
-        try:
-            procs = [root, *root.children(recursive=True)]
-            mb = sum(p.memory_info().rss for p in procs if p.is_running()) / 2**20
-        except psutil.Error:
+def _tree_rss_mb(pid: int) -> float:
+    """RSS of `pid` and all its descendants (the API process and its ingest worker), from /proc."""
+    parent: dict[int, int] = {}
+    rss: dict[int, int] = {}
+    for d in Path("/proc").iterdir():
+        if not d.name.isdigit():
             continue
+        try:
+            stat = (d / "stat").read_text()
+            status = (d / "status").read_text()
+        except OSError:  # gone meanwhile
+            continue
+        parent[int(d.name)] = int(stat.rsplit(")", 1)[1].split()[1])
+        rss[int(d.name)] = next((int(ln.split()[1]) for ln in status.splitlines() if ln.startswith("VmRSS:")), 0)
+    tree, frontier = {pid}, [pid]
+    while frontier:
+        kids = [c for c, p in parent.items() if p in frontier and c not in tree]
+        tree.update(kids)
+        frontier = kids
+    return sum(rss.get(p, 0) for p in tree) / 1024
+
+
+def _sample_memory(pid: int, st: State, stop: threading.Event, t0: float) -> None:
+    while not stop.wait(1.0):
+        mb = _tree_rss_mb(pid)
         with st.lock:
             st.rss_mb.append((round(time.monotonic() - t0, 1), round(mb, 1)))
 

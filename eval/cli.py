@@ -1,4 +1,4 @@
-"""`ragqa eval retrieval|qa`: argument parsing; app/cli.py hands the parsed arguments and Settings here."""
+"""`ragqa eval retrieval|qa`: argument parsing; ragqa/cli.py hands the parsed arguments and Settings here."""
 
 from __future__ import annotations
 

@@ -117,7 +117,8 @@ def answer_dict(a: Answer) -> dict[str, Any]:
         "knowledge_cutoff": a.knowledge_cutoff,
         "retrieved": [
             {"chunk_id": h.chunk.chunk_id, "doc_id": h.chunk.doc_id, "title": h.chunk.title,
-             "source_path": h.chunk.source_path, "score": h.score, "effective_date": h.chunk.effective_date}
+             "source_path": h.chunk.source_path, "score": h.score, "effective_date": h.chunk.effective_date,
+             "date_source": h.chunk.date_source}
             for h in a.retrieved
         ],
         "trace": a.trace, "usage": a.usage,

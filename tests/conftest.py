@@ -41,7 +41,7 @@ def sample_data_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
     data = tmp_path_factory.mktemp("sample") / "data"
     env = dict(os.environ, RAGQA_DATA_DIR=str(data), PYTHONPATH=str(REPO))
-    cmd = [sys.executable, "-m", "app.cli", "ingest", str(REPO / "examples" / "corpus"), "--collection", "default",
+    cmd = [sys.executable, "-m", "ragqa.cli", "ingest", str(REPO / "examples" / "corpus"), "--collection", "default",
            "--json"]
     # With the network cut off (a new network namespace), as the product promises: nothing is fetched at run time.
     offline = shutil.which("unshare") and subprocess.run(["unshare", "-n", "true"], capture_output=True).returncode == 0

@@ -28,7 +28,7 @@ def start_server(data: Path, port: int, extra_env: dict[str, str]) -> subprocess
     log = data.parent / f"server-{port}.log"
     with log.open("wb") as sink:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "app.cli", "serve", "--port", str(port)], env=env,
+            [sys.executable, "-m", "ragqa.cli", "serve", "--port", str(port)], env=env,
             stdout=subprocess.DEVNULL, stderr=sink,
         )
     deadline = time.time() + 120

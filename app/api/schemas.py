@@ -180,6 +180,8 @@ class RetrievedOut(BaseModel):
     source_path: str
     score: float
     effective_date: str | None
+    date_source: str = Field("none", description="where effective_date came from; `mtime` (the file's time) is weak "
+                             "evidence and is ignored by date filters and the knowledge cut-off")
 
 
 class AskOut(BaseModel):

@@ -113,7 +113,7 @@ def start_embedded_worker(settings: Settings, queue: JobQueue) -> WorkerSupervis
     for key, value in settings.model_dump(mode="json").items():
         if key in _WORKER_SETTINGS:
             env[f"RAGQA_{key.upper()}"] = value if isinstance(value, str) else json.dumps(value)
-    cmd = [sys.executable, "-m", "app.cli", "worker", "--parent-pid", str(os.getpid())]
+    cmd = [sys.executable, "-m", "ragqa.cli", "worker", "--parent-pid", str(os.getpid())]
     return WorkerSupervisor(cmd, env, queue, max_restarts_per_minute=settings.worker_max_restarts_per_minute).start()
 
 

@@ -29,7 +29,7 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]
         RAGQA_LLM_BASE_URL="http://127.0.0.1:9/v1",
     )
     log = log_path.open("wb")
-    proc = subprocess.Popen([sys.executable, "-m", "app.cli", "serve", "--port", str(port)], env=env,
+    proc = subprocess.Popen([sys.executable, "-m", "ragqa.cli", "serve", "--port", str(port)], env=env,
                             stdout=log, stderr=subprocess.STDOUT)
     base = f"http://127.0.0.1:{port}"
     deadline = time.time() + 120
@@ -151,7 +151,7 @@ def test_backup_while_serving(server: dict[str, Any]) -> None:
     from retrieval.collection import Collection
 
     dest = server["root"] / "backup"
-    r = subprocess.run([sys.executable, "-m", "app.cli", "backup", str(dest)], env=server["env"],
+    r = subprocess.run([sys.executable, "-m", "ragqa.cli", "backup", str(dest)], env=server["env"],
                        capture_output=True, text=True, timeout=120)
     assert r.returncode == 0, r.stderr
     live = Collection(server["data"], "kb").open()
@@ -163,6 +163,6 @@ def test_backup_while_serving(server: dict[str, Any]) -> None:
         assert len(copy.indexes.dense[lv]) == len(copy.store.chunk_ids_at_level(lv)) > 0
     live.close()
     copy.close()
-    again = subprocess.run([sys.executable, "-m", "app.cli", "backup", str(dest)], env=server["env"],
+    again = subprocess.run([sys.executable, "-m", "ragqa.cli", "backup", str(dest)], env=server["env"],
                            capture_output=True, text=True, timeout=60)
     assert again.returncode != 0 and "not empty" in again.stderr

@@ -242,7 +242,7 @@ def test_invalid_keys_are_refused_with_a_message_that_hides_the_key(keys: dict[s
 
 def _config_show(keys: dict[str, Any], tmp_path: Path) -> subprocess.CompletedProcess[str]:
     env = dict(os.environ, RAGQA_API_KEYS=json.dumps(keys), PYTHONPATH=str(REPO))
-    return subprocess.run([sys.executable, "-m", "app.cli", "config", "show"], env=env, cwd=tmp_path,
+    return subprocess.run([sys.executable, "-m", "ragqa.cli", "config", "show"], env=env, cwd=tmp_path,
                           capture_output=True, text=True, timeout=60)
 
 

@@ -31,7 +31,7 @@ def server(sample_data_dir: Path) -> Iterator[str]:
         port = s.getsockname()[1]
     env = dict(os.environ, RAGQA_DATA_DIR=str(sample_data_dir), PYTHONPATH=str(REPO), RAGQA_LLM_TIMEOUT_S="900")
     log = open(sample_data_dir.parent / "serve.log", "wb")  # noqa: SIM115
-    proc = subprocess.Popen([sys.executable, "-m", "app.cli", "serve", "--port", str(port)], env=env,
+    proc = subprocess.Popen([sys.executable, "-m", "ragqa.cli", "serve", "--port", str(port)], env=env,
                             stdout=log, stderr=subprocess.STDOUT)
     base = f"http://127.0.0.1:{port}"
     deadline = time.time() + 600

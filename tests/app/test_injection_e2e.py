@@ -55,7 +55,7 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     for name, text in DOCS.items():
         (docs / name).write_text(text, encoding="utf-8")
     env = dict(os.environ, RAGQA_DATA_DIR=str(data), PYTHONPATH=str(REPO))
-    subprocess.run([sys.executable, "-m", "app.cli", "ingest", str(docs), "--collection", "kb"], env=env, check=True,
+    subprocess.run([sys.executable, "-m", "ragqa.cli", "ingest", str(docs), "--collection", "kb"], env=env, check=True,
                    capture_output=True, timeout=900)
     port = free_port()
     proc = start_server(data, port, {"RAGQA_LLM_TIMEOUT_S": "900", "RAGQA_EMBEDDED_WORKER": "false"})

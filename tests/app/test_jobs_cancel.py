@@ -99,7 +99,7 @@ def test_cancel_a_running_job_over_http(server: dict[str, Any]) -> None:
                                             for j in range(12)).encode()) for i in range(40)]
     job_id = _upload(base, "kb", manuals)
     env = dict(os.environ, RAGQA_DATA_DIR=str(server["data"]), PYTHONPATH=str(REPO), **ENV)
-    worker = subprocess.Popen([sys.executable, "-m", "app.cli", "worker"], env=env, stdout=subprocess.DEVNULL,
+    worker = subprocess.Popen([sys.executable, "-m", "ragqa.cli", "worker"], env=env, stdout=subprocess.DEVNULL,
                               stderr=subprocess.DEVNULL)
     try:
         def job() -> dict[str, Any]:

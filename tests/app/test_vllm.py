@@ -104,7 +104,7 @@ def api(vllm: dict[str, Any], tmp_path_factory: pytest.TempPathFactory, embedder
                RAGQA_LLM_BASE_URL=f"{vllm['base']}/v1", RAGQA_LLM_MODEL="ragqa", RAGQA_LLM_API_KEY=KEY,
                RAGQA_EMBEDDED_WORKER="false", RAGQA_LLM_TIMEOUT_S="120")
     with log.open("wb") as f:
-        proc = subprocess.Popen([sys.executable, "-m", "app.cli", "serve", "--port", str(port)], env=env,
+        proc = subprocess.Popen([sys.executable, "-m", "ragqa.cli", "serve", "--port", str(port)], env=env,
                                 stdout=f, stderr=subprocess.STDOUT)
     base = f"http://127.0.0.1:{port}"
     _wait_http(f"{base}/healthz", proc, log, 120)

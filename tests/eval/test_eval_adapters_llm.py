@@ -47,7 +47,7 @@ def test_adapter_end_to_end_with_the_embedded_model(case: str, tmp_path: Path) -
     out = tmp_path / "run"
     env = dict(os.environ, RAGQA_DATA_DIR=str(tmp_path / "data"), PYTHONPATH=str(REPO), RAGQA_LLM_TIMEOUT_S="900")
     env.pop("RAGQA_LLM_BASE_URL", None)
-    cmd = [sys.executable, "-m", "app.cli", "eval", "qa", "--dataset", f"{kind}:{fixture(data)}", *extra,
+    cmd = [sys.executable, "-m", "ragqa.cli", "eval", "qa", "--dataset", f"{kind}:{fixture(data)}", *extra,
            "--out", str(out)]
     proc = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=1800)
     assert proc.returncode == 0, proc.stderr[-3000:]

@@ -20,7 +20,7 @@ def test_eval_qa_sample_questions_with_the_embedded_model(sample_data_dir: Path,
     env = dict(os.environ, RAGQA_DATA_DIR=str(sample_data_dir), PYTHONPATH=str(REPO), RAGQA_LLM_TIMEOUT_S="900")
     env.pop("RAGQA_LLM_BASE_URL", None)
     # --collection default: the session's ingested sample corpus; ingesting examples/corpus again finds it unchanged.
-    cmd = [sys.executable, "-m", "app.cli", "eval", "qa", "--dataset", "jsonl:examples/questions.jsonl",
+    cmd = [sys.executable, "-m", "ragqa.cli", "eval", "qa", "--dataset", "jsonl:examples/questions.jsonl",
            "--corpus", "examples/corpus", "--limit", "3", "--collection", "default", "--out", str(out)]
     proc = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=3600)
     assert proc.returncode == 0, proc.stderr[-3000:]

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from app.cli import main
+from ragqa.cli import main
 
 pytestmark = pytest.mark.slow
 

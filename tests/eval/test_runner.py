@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from app.cli import main
+from ragqa.cli import main
 from tests.eval.fake_llm import FakeLLMServer, prompt_of, schema_of
 
 pytestmark = pytest.mark.slow

@@ -29,7 +29,7 @@ def _corpus(folder: Path) -> None:
 
 
 def _ingest_cmd(data: Path, corpus: Path) -> list[str]:
-    return [sys.executable, "-m", "app.cli", "ingest", str(corpus), "--collection", "crash", "--workers", "0"]
+    return [sys.executable, "-m", "ragqa.cli", "ingest", str(corpus), "--collection", "crash", "--workers", "0"]
 
 
 def _env(data: Path) -> dict[str, str]:

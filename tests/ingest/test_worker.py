@@ -36,7 +36,7 @@ def _corpus(folder: Path, n: int, tag: str) -> Path:
 
 
 def _worker(data: Path, *args: str, **env: str) -> subprocess.Popen[bytes]:
-    return subprocess.Popen([sys.executable, "-m", "app.cli", "worker", *args], env=_env(data, **env),
+    return subprocess.Popen([sys.executable, "-m", "ragqa.cli", "worker", *args], env=_env(data, **env),
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
 
 
@@ -90,7 +90,7 @@ def test_two_workers_run_every_job_exactly_once(tmp_path: Path) -> None:
 def test_kill_9_mid_job_is_retried_after_the_lease_and_equals_one_run(tmp_path: Path) -> None:
     corpus = _corpus(tmp_path / "corpus", 30, "k")
     clean, crashed = tmp_path / "clean", tmp_path / "crashed"
-    subprocess.run([sys.executable, "-m", "app.cli", "ingest", str(corpus), "--collection", "kb", "--workers", "0"],
+    subprocess.run([sys.executable, "-m", "ragqa.cli", "ingest", str(corpus), "--collection", "kb", "--workers", "0"],
                    env=_env(clean), check=True, capture_output=True, timeout=300)
     q = JobQueue.for_data_dir(crashed).open()
     job_id = q.enqueue("kb", [str(corpus)])

@@ -56,7 +56,7 @@ def test_cancel_stops_a_running_job_between_files_and_the_worker_goes_on(tmp_pat
     w = _worker(data)
     try:
         _wait(lambda: _sources(data, "kb") >= 2 or w.poll() is not None, 120, "the first commits")
-        out = subprocess.run([sys.executable, "-m", "app.cli", "jobs", "cancel", str(job_id)], env=_env(data),
+        out = subprocess.run([sys.executable, "-m", "ragqa.cli", "jobs", "cancel", str(job_id)], env=_env(data),
                              capture_output=True, text=True, timeout=60)
         assert out.returncode == 0 and "cancel requested" in out.stdout, out.stdout + out.stderr
         _wait(lambda: q.get(job_id).status != "running", 60, "the cancel to land")  # type: ignore[union-attr]
@@ -73,7 +73,7 @@ def test_cancel_stops_a_running_job_between_files_and_the_worker_goes_on(tmp_pat
         assert len(col.store.documents()) == committed + 2
         assert all(len(col.store.chunk_ids_at_level(lv)) == len(col.indexes.dense[lv]) for lv in col.indexes.levels)
         col.close()
-        again = subprocess.run([sys.executable, "-m", "app.cli", "jobs", "cancel", str(job_id)], env=_env(data),
+        again = subprocess.run([sys.executable, "-m", "ragqa.cli", "jobs", "cancel", str(job_id)], env=_env(data),
                                capture_output=True, text=True, timeout=60)
         assert again.returncode == 1 and "already cancelled" in again.stderr
     finally:

@@ -1,0 +1,1 @@
+"""The `ragqa` command: composes ingest, app (serving, answering, operations) and eval; no package imports it."""

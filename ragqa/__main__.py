@@ -1,0 +1,3 @@
+from ragqa.cli import main
+
+raise SystemExit(main())
