@@ -24,7 +24,7 @@ if TYPE_CHECKING:
     from retrieval.types import Answer
 
 # Stage names the pipeline writes into trace["timings_ms"]; anything else is folded into "other" (bounded labels).
-STAGES = ("rewrite", "transforms", "retrieve", "rerank", "judge", "generate", "total")
+STAGES = ("rewrite", "transforms", "retrieve", "rerank", "select", "judge", "generate", "total")
 _BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 20, 30, 60, 120, 300)
 _STATUS_KIND = {400: "bad_request", 401: "unauthorized", 403: "forbidden", 404: "not_found", 409: "conflict",
                 411: "length_required", 413: "too_large", 415: "unsupported_type", 422: "validation",

@@ -18,10 +18,12 @@ from __future__ import annotations
 import asyncio
 import re
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from typing import Any, Literal
+
+import numpy as np
 
 from app.citations import CitationReport, SupportScorer, check_citations, render_with_markers
 from app.conflicts import Disagreement, find_disagreements
@@ -67,7 +69,8 @@ class AskRequest:
 @dataclass(frozen=True)
 class PipelineConfig:
     context_tokens: int = 1200  # evidence retrieved per question (small-to-big), before selection
-    evidence_tokens: int = 300  # what the model reads: the question-bearing sentences of that evidence
+    evidence_tokens: int = 200  # what the model reads: the question-bearing sentences of it, source headers included
+    semantic_weight: float = 2.0  # selection: weight of a sentence's embedding similarity beside its word overlap
     max_passage_tokens: int = 320
     answer_max_tokens: int = 200
     max_sentences: int = 4
@@ -215,14 +218,23 @@ class AnswerPipeline:
         cfg = self.config
         rounds: list[dict[str, Any]] = []
         passages: tuple[Passage, ...] = ()
-        composed = self._compose(req, plan, passages)
+        qv = await asyncio.to_thread(retriever.embedder.embed_query, req.question)
+
+        def similarity(texts: Sequence[str]) -> np.ndarray:
+            return np.asarray(retriever.embedder.embed_documents(list(texts)) @ qv)
+
+        def compose(passages: tuple[Passage, ...]) -> Composed:
+            return self._compose(req, plan, passages, similarity)
+
+        composed = compose(passages)
         sufficient = False
         for n in range(1, req.max_rounds + 1):
             yield _status("retrieve", "Searching the knowledge base", n)
             queries = await self._variants(req, query, trace)
             ev = await self._gather(req, plan, retriever, queries, passages, trace)
             passages = ev.passages
-            composed = self._compose(req, plan, passages)
+            with trace.timed("select"):
+                composed = await asyncio.to_thread(compose, passages)
             gate = gate_score(self.scorer, req.question, composed.passages)
             if needs_model(gate, low=cfg.min_lexical_support, high=cfg.sure_lexical_support, policy=cfg.judge):
                 yield _status("judge", "Checking that the sources answer the question", n)
@@ -239,7 +251,8 @@ class AnswerPipeline:
                     yield _status("retrieve", "Following a lead to a second source", n + 1)
                     ev = await self._gather(req, plan, retriever, [bridge], passages, trace)
                     passages = ev.passages
-                    composed = self._compose(req, plan, passages)
+                    with trace.timed("select"):
+                        composed = await asyncio.to_thread(compose, passages)
                     rounds.append({"round": n + 1, "queries": [bridge], "hits": [h.chunk.chunk_id for h in ev.hits],
                                    "bridge": True})
                 break
@@ -288,8 +301,10 @@ class AnswerPipeline:
                 "error": ev.rerank.error})
         return ev
 
-    def _compose(self, req: AskRequest, plan: Plan, passages: tuple[Passage, ...]) -> Composed:
-        chosen = tuple(select(req.question, passages, self.service.analyzer, self.config.evidence_tokens))
+    def _compose(self, req: AskRequest, plan: Plan, passages: tuple[Passage, ...],
+                 similarity: Callable[[Sequence[str]], np.ndarray] | None = None) -> Composed:
+        chosen = tuple(select(req.question, passages, self.service.analyzer, self.config.evidence_tokens,
+                              similarity=similarity, semantic_weight=self.config.semantic_weight))
         return Composed(
             passages=chosen,
             prefix=render_prompt("sources", sources=sources_block(chosen), max_sentences=self.config.max_sentences),

@@ -1,0 +1,44 @@
+"""Small parts of the answer pipeline: the judge policy, the stream revision rule, the markup filter."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from app.components import pipeline_config
+from app.pipeline import MarkupFilter, revision
+from app.settings import Settings
+from app.sufficiency import needs_model
+from retrieval.types import Answer
+
+
+def test_the_embedded_model_lets_its_answer_refuse_and_a_server_is_asked_where_unsure(tmp_path: Path) -> None:
+    assert pipeline_config(Settings(data_dir=tmp_path)).judge == "never"
+    assert pipeline_config(Settings(data_dir=tmp_path, llm_base_url="http://127.0.0.1:9/v1")).judge == "unsure"
+    assert pipeline_config(Settings(data_dir=tmp_path, judge="always")).judge == "always"
+
+
+def test_the_model_judges_only_between_the_gates_unless_told_otherwise() -> None:
+    kw = {"low": 0.34, "high": 0.75}
+    assert not needs_model(0.2, policy="always", **kw)  # nothing to judge: the gate already refuses
+    assert needs_model(0.5, policy="unsure", **kw) and not needs_model(0.8, policy="unsure", **kw)
+    assert needs_model(0.8, policy="always", **kw) and not needs_model(0.5, policy="never", **kw)
+
+
+def test_revision_says_when_the_final_answer_is_not_what_was_streamed() -> None:
+    streamed = "The KFR-35GW cools at 3500 W [1]."
+    assert revision(streamed, Answer(" The KFR-35GW cools at 3500 W [1]. ", "answered")) is None
+    amended = revision(streamed, Answer("The KFR-35GW cools at 3500 W [2]. Note: the sources disagree.", "answered"))
+    assert amended is not None and amended["replaced"] is False
+    refused = revision(streamed, Answer("The knowledge base does not contain the answer.", "no_answer",
+                                        trace={"refused_unsupported": [streamed]}))
+    assert refused is not None and refused["replaced"] is True and "not supported" in refused["reason"]
+    cut = revision(streamed + " It is blue [1].", Answer("It is blue [1].", "partial"))
+    assert cut is not None and cut["replaced"] is True
+
+
+def test_markup_filter_drops_delimiters_split_across_deltas() -> None:
+    f = MarkupFilter()
+    out = "".join(f.feed(d) for d in ["运行2小时[1]。", ">", ">", "> ", "好<", "<<"]) + f.flush()
+    assert out == "运行2小时[1]。 好"
+    f = MarkupFilter()
+    assert f.feed("a -> b") == "a -> b" and f.flush() == ""  # a lone arrow is text
