@@ -48,6 +48,7 @@ _REFUSAL = re.compile(
     r"no information|cannot (?:be )?(?:answer|found)|知识库中没有|没有找到|未找到|无法回答|没有提供|未提及|不包含)",
     re.IGNORECASE,
 )
+_YEAR = re.compile(r"(?<!\d)(19\d\d|20\d\d)(?!\d)")
 Event = dict[str, Any]
 
 
@@ -69,7 +70,12 @@ class AskRequest:
 @dataclass(frozen=True)
 class PipelineConfig:
     context_tokens: int = 1200  # evidence retrieved per question (small-to-big), before selection
-    evidence_tokens: int = 200  # what the model reads: the question-bearing sentences of it, source headers included
+    # What the model reads: the question-bearing sentences of that evidence, source headers included, at most
+    # `evidence_tokens`, and only sentences scoring at least `evidence_floor` times the best one. Chosen on 100 SQuAD
+    # questions: the answer is in 90 of the selections (92 of the full evidence) at 174 tokens on average.
+    evidence_tokens: int = 320
+    evidence_floor: float = 0.6
+    evidence_context: int = 0  # sentences kept either side of a chosen one
     semantic_weight: float = 2.0  # selection: weight of a sentence's embedding similarity beside its word overlap
     max_passage_tokens: int = 320
     answer_max_tokens: int = 200
@@ -303,8 +309,10 @@ class AnswerPipeline:
 
     def _compose(self, req: AskRequest, plan: Plan, passages: tuple[Passage, ...],
                  similarity: Callable[[Sequence[str]], np.ndarray] | None = None) -> Composed:
-        chosen = tuple(select(req.question, passages, self.service.analyzer, self.config.evidence_tokens,
-                              similarity=similarity, semantic_weight=self.config.semantic_weight))
+        cfg = self.config
+        chosen = tuple(select(req.question, passages, self.service.analyzer, cfg.evidence_tokens,
+                              context=cfg.evidence_context, similarity=similarity,
+                              semantic_weight=cfg.semantic_weight, relative_floor=cfg.evidence_floor))
         return Composed(
             passages=chosen,
             prefix=render_prompt("sources", sources=sources_block(chosen), max_sentences=self.config.max_sentences),
@@ -341,8 +349,9 @@ class AnswerPipeline:
             trace.data["refused_by_model"] = True
             return self._no_answer(plan, found, trace)
         chunks = {ch.chunk_id: ch for ch in self.service.chunks_for(req.collection, list(c.passages))}
-        # The year asked about is answered by the cut-off note added below, not by the sources.
-        asked = frozenset({c.later[0]}) if c.later else frozenset()
+        # A year the question names is the question's, not a claim: an answer that repeats it ("the 2021 birth rate
+        # was 7.52‰ [1]") needs the source for the value, not for the year; the cut-off note covers a later year.
+        asked = frozenset(_YEAR.findall(req.question))
         report = check_citations(text, c.passages, chunks, self.scorer, asked)
         if report.coverage == 0.0 and not req.allow_model_knowledge:
             # Not one sentence is backed by the sources: whatever the judge thought, this came from the model's memory

@@ -133,7 +133,7 @@ _YEAR = re.compile(r"(?<!\d)(19\d\d|20\d\d)(?!\d)")
 def select(
     question: str, passages: Sequence[Passage], analyzer: Analyzer, budget_tokens: int, context: int = 1,
     header_tokens: int = 12, similarity: Callable[[Sequence[str]], np.ndarray] | None = None,
-    semantic_weight: float = 1.0,
+    semantic_weight: float = 1.0, relative_floor: float = 0.0,
 ) -> list[Passage]:
     """The question-bearing sentences of each passage (table rows whole, with their header), within the budget.
 
@@ -141,7 +141,8 @@ def select(
     plus `semantic_weight` times its similarity to the question when `similarity` (texts -> cosines) is given: a
     paraphrased question shares few words with its answer;
     the best ones are taken, with `context` sentences either side, until the budget is spent (a source's first
-    sentence also pays for the source's header in the prompt, `header_tokens` plus its title). A passage keeps its
+    sentence also pays for the source's header in the prompt, `header_tokens` plus its title), or until the scores fall
+    below `relative_floor` times the best one: a question one sentence answers gets a short prompt. A passage keeps its
     place in the order, and its text becomes the kept sentences in document order, gaps marked with "…"; a passage
     with nothing kept is dropped. The best sentence is always kept, however long, so evidence is never empty while
     any passage has a sentence; sentences that give orders to the assistant are dropped first.
@@ -169,8 +170,9 @@ def select(
     scored.sort(reverse=True)
     keep: list[set[int]] = [set() for _ in passages]
     used = 0
+    best = scored[0][0] if scored else 0.0
     for rank, (score, pi, ui) in enumerate(scored):
-        if score <= 0 and rank > 0:
+        if rank > 0 and (score <= 0 or score < relative_floor * best):
             break
         window = [j for j in range(ui - context, ui + context + 1) if 0 <= j < len(units[pi])]
         cost = sum(approx_tokens(units[pi][j]) for j in window if j not in keep[pi])
