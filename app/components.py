@@ -53,8 +53,6 @@ def build_reranker(settings: Settings, llm: LLMClient) -> Reranker | None:
 
 
 def pipeline_config(settings: Settings, **overrides: object) -> PipelineConfig:
-    """The answer pipeline's settings. The sufficiency judgement costs a CPU model a re-read of the evidence before the
-    first word (seconds on two cores), and a GPU server next to nothing: so by default the embedded model lets its
-    answer refuse, and a configured server is also asked where the score gate is unsure (docs/benchmarks.md)."""
-    judge = settings.judge or ("unsure" if settings.llm_base_url else "never")
-    return PipelineConfig(**{"judge": judge, **overrides})  # type: ignore[arg-type]
+    """The answer pipeline's settings; the model judges sufficiency only where the score gate is unsure, unless
+    RAGQA_JUDGE says otherwise (a judgement reads the answer prompt's prefix, which the answer then reuses)."""
+    return PipelineConfig(**{"judge": settings.judge, **overrides})  # type: ignore[arg-type]

@@ -315,7 +315,7 @@ class AnswerPipeline:
                               semantic_weight=cfg.semantic_weight, relative_floor=cfg.evidence_floor))
         return Composed(
             passages=chosen,
-            prefix=render_prompt("sources", sources=sources_block(chosen), max_sentences=self.config.max_sentences),
+            prefix=render_prompt("sources", sources=sources_block(chosen)),
             disagreements=tuple(find_disagreements(req.question, chosen, self.service.analyzer)),
             later=later_than_cutoff(req.question, chosen),
         )
@@ -324,7 +324,7 @@ class AnswerPipeline:
         self, req: AskRequest, plan: Plan, composed: Composed, trace: Trace, live: bool
     ) -> AsyncIterator[str]:
         prompt = composed.prefix + render_prompt(
-            "answer", language="Chinese" if plan.lang == "zh" else "English",
+            "answer", language="Chinese" if plan.lang == "zh" else "English", max_sentences=self.config.max_sentences,
             notes=prompt_notes(composed.disagreements, composed.later), question=req.question)
         messages = [{"role": "user", "content": prompt}]
         clean = MarkupFilter()

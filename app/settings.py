@@ -81,10 +81,9 @@ class Settings(BaseSettings):
     llm_timeout_s: float = Field(120.0, gt=0, description="per LLM request")
     llm_max_concurrency: int = Field(2, ge=1, le=256, description="LLM requests in flight at once")
     llm_max_queue: int = Field(16, ge=0, le=10_000, description="/ask requests allowed to wait; more get 429")
-    judge: Literal["unsure", "always", "never"] | None = Field(
-        None, description="the model's sufficiency judgement before answering: `unsure` = only where the score gate "
-        "is unsure, `always`, `never` (the answer itself may refuse); unset = `never` for the embedded model on CPU, "
-        "`unsure` for a configured server")
+    judge: Literal["unsure", "always", "never"] = Field(
+        "unsure", description="the model's sufficiency judgement before answering: `unsure` = only where the score "
+        "gate is unsure, `always`, `never` (the answer itself may refuse)")
     llm_queue_timeout_s: float = Field(60.0, gt=0, le=3600, description="an /ask request that waited this long "
                                                                         "for a slot gets 503 with Retry-After")
     rerank_url: str | None = Field(None, description="a /v1/rerank endpoint (vLLM serving a cross-encoder)")

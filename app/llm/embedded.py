@@ -342,8 +342,10 @@ class EmbeddedLLMServer:
 
         if self.self_test_tokens <= 0:
             return
+        # About 1.1 tokens a word here: enough words for the count asked, and never more than the context holds.
+        want = min(self.self_test_tokens, self.n_ctx - 64)
         words = _SELF_TEST_PROMPT.split(" ")
-        prompt = " ".join(words * (1 + self.self_test_tokens // 250))
+        prompt = " ".join((words * (2 + want // len(words)))[: int(want / 1.05) + 8])
         body = {"model": self.model_alias, "prompt": prompt, "max_tokens": 2, "temperature": 0.0}
         t = time.monotonic()
         try:
@@ -363,8 +365,8 @@ class EmbeddedLLMServer:
                 f"log {self.log_path}:\n{self.log_tail()}"
             )
         n = int((r.json().get("usage") or {}).get("prompt_tokens") or 0)
-        if n < self.self_test_tokens:  # the check must not quietly test less than it claims
-            raise EmbeddedServerError(f"start-up self-test read only {n} prompt tokens, wanted {self.self_test_tokens}")
+        if n < want:  # the check must not quietly test less than it claims
+            raise EmbeddedServerError(f"start-up self-test read only {n} prompt tokens, wanted {want}")
         log.info("embedded LLM self-test passed: %d prompt tokens in %.1fs", n, time.monotonic() - t)
 
     def _died(self, code: int, when: str) -> EmbeddedServerError:

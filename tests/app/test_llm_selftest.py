@@ -37,7 +37,7 @@ class H(BaseHTTPRequestHandler):
         self._send({"object": "list", "data": [{"id": "ragqa", "object": "model"}]})
     def do_POST(self):
         body = json.loads(self.rfile.read(int(self.headers["content-length"])))
-        n = len(body.get("prompt", "").split())
+        n = int(len(body.get("prompt", "").split()) * 1.3)  # about as many tokens as a BPE tokenizer counts
         if mode == "sigill" and n > 50:
             print("invalid opcode: tilezero %tmm4 (fake)", flush=True)
             os.kill(os.getpid(), signal.SIGILL)

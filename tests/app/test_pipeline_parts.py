@@ -11,9 +11,9 @@ from app.sufficiency import needs_model
 from retrieval.types import Answer
 
 
-def test_the_embedded_model_lets_its_answer_refuse_and_a_server_is_asked_where_unsure(tmp_path: Path) -> None:
-    assert pipeline_config(Settings(data_dir=tmp_path)).judge == "never"
-    assert pipeline_config(Settings(data_dir=tmp_path, llm_base_url="http://127.0.0.1:9/v1")).judge == "unsure"
+def test_the_model_judges_where_the_gate_is_unsure_unless_told_otherwise(tmp_path: Path) -> None:
+    assert pipeline_config(Settings(data_dir=tmp_path)).judge == "unsure"
+    assert pipeline_config(Settings(data_dir=tmp_path, judge="never")).judge == "never"
     assert pipeline_config(Settings(data_dir=tmp_path, judge="always")).judge == "always"
 
 
