@@ -15,8 +15,10 @@ RUN apt-get update \
  && apt-get install -y --no-install-recommends build-essential cmake git pkg-config \
  && rm -rf /var/lib/apt/lists/*
 ENV PIP_DISABLE_PIP_VERSION_CHECK=1 PIP_NO_CACHE_DIR=1 \
-    # Portable llama.cpp: no -march=native, so the image runs on any x86-64 host, not only the build machine.
-    CMAKE_ARGS="-DGGML_NATIVE=OFF -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON" FORCE_CMAKE=1
+    # Portable llama.cpp, the flags of scripts/build_llama.sh: AVX2 baseline, no -march=native, no AVX-512 or AMX,
+    # so the image runs on any x86-64 host with AVX2 (tests/app/test_llama_build.py checks an install's library).
+    CMAKE_ARGS="-DGGML_NATIVE=OFF -DGGML_CPU_ALL_VARIANTS=OFF -DGGML_BACKEND_DL=OFF -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON -DGGML_BMI2=ON -DGGML_AVX512=OFF -DGGML_AVX512_VBMI=OFF -DGGML_AVX512_VNNI=OFF -DGGML_AVX512_BF16=OFF -DGGML_AVX_VNNI=OFF -DGGML_AMX_TILE=OFF -DGGML_AMX_INT8=OFF -DGGML_AMX_BF16=OFF" \
+    FORCE_CMAKE=1
 WORKDIR /src
 RUN pip wheel --wheel-dir /wheels torch==2.13.0 --index-url ${TORCH_INDEX}
 # Dependencies first, from pyproject.toml alone (with empty packages), so a source change does not rebuild them.

@@ -52,8 +52,8 @@ def cmd_serve(args: argparse.Namespace, s: Settings) -> int:
     port = args.port or s.port
     print(f"ragqa serving collection {s.collection!r} from {s.data_dir} on http://{host}:{port}", file=sys.stderr)
     print(
-        f"  try: curl -s http://{host}:{port}/search -H 'content-type: application/json' "
-        "-d '{\"query\": \"What does fault code E4 mean?\"}'",
+        f"  try: curl -s http://{host}:{port}/ask -H 'content-type: application/json' "
+        "-d '{\"question\": \"What does fault code E4 mean?\"}'",
         file=sys.stderr,
     )
     from app.logs import configure_logging
