@@ -120,7 +120,7 @@ class Built:
 def build_collection(ds: QADataset | BeirData, data_dir: Path, name: str, embedder_spec: str,
                      chunking: ChunkingSettings, corpus_dir: Path | None = None, workers: int = 1) -> Built:
     """Ingest the data set's documents (incremental: unchanged documents cost a hash) and map sources to doc_ids."""
-    from ingest.cli import open_collection
+    from ingest.cli import open_collection, resolve_chunking
     from ingest.language import resolve_embedder
     from retrieval.collection import Collection
     from retrieval.embedders import get_embedder
@@ -136,6 +136,7 @@ def build_collection(ds: QADataset | BeirData, data_dir: Path, name: str, embedd
                       (f.data[:2000].decode("utf-8", "ignore") for f in files))
         folders = list(ds.folders) if isinstance(ds, QADataset) else []
         emb = get_embedder(resolve_embedder(data_dir, name, embedder_spec, folders, texts))
+        chunking = resolve_chunking(data_dir, name, chunking)  # a collection built before keeps its chunk levels
         col = open_collection(data_dir, name, emb, chunking, create=True)
         ingestor = Ingestor(col, emb, chunking, IngestOptions(workers=workers))
         reports = []
