@@ -7,21 +7,19 @@ the model gets a note in its prompt, and the answer gets a sentence appended aft
 
 from __future__ import annotations
 
-import re
 from collections.abc import Sequence
 
 from app.conflicts import Disagreement
 from retrieval.expand import Passage
+from retrieval.text import YEAR
 from retrieval.types import Conflict
-
-_YEAR = re.compile(r"(?<!\d)(19\d\d|20\d\d)(?!\d)")
 
 
 def later_than_cutoff(question: str, passages: Sequence[Passage]) -> tuple[str, str] | None:
     """(asked year, newest source date) when the question asks about a year after every source.
 
     Dates taken from a file's modification time are not evidence of what a document covers, so they do not count."""
-    years = [int(y) for y in _YEAR.findall(question)]
+    years = [int(y) for y in YEAR.findall(question)]
     dates = [p.hit.chunk.effective_date for p in passages
              if p.hit.chunk.effective_date and p.hit.chunk.date_source != "mtime"]
     if not years or not dates:

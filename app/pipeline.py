@@ -40,7 +40,7 @@ from retrieval.expand import Passage
 from retrieval.rerank import Reranker
 from retrieval.search import HybridRetriever
 from retrieval.store import SearchFilter
-from retrieval.text import Language, language_of
+from retrieval.text import YEAR, Language, language_of, strip_markers
 from retrieval.types import Answer, Citation, Conflict, ScoredChunk
 
 _REFUSAL = re.compile(
@@ -48,7 +48,6 @@ _REFUSAL = re.compile(
     r"no information|cannot (?:be )?(?:answer|found)|知识库中没有|没有找到|未找到|无法回答|没有提供|未提及|不包含)",
     re.IGNORECASE,
 )
-_YEAR = re.compile(r"(?<!\d)(19\d\d|20\d\d)(?!\d)")
 Event = dict[str, Any]
 
 
@@ -226,13 +225,18 @@ class AnswerPipeline:
         passages: tuple[Passage, ...] = ()
         qv = await asyncio.to_thread(retriever.embedder.embed_query, req.question)
 
+        seen: dict[str, float] = {}  # a sentence kept from round 1 is not embedded again in the bridge round
+
         def similarity(texts: Sequence[str]) -> np.ndarray:
-            return np.asarray(retriever.embedder.embed_documents(list(texts)) @ qv)
+            new = list(dict.fromkeys(t for t in texts if t not in seen))
+            if new:
+                seen.update(zip(new, (retriever.embedder.embed_documents(new) @ qv).tolist(), strict=True))
+            return np.array([seen[t] for t in texts])
 
         def compose(passages: tuple[Passage, ...]) -> Composed:
             return self._compose(req, plan, passages, similarity)
 
-        composed = compose(passages)
+        composed = Composed((), "", (), None)  # replaced in round 1: check_request guarantees max_rounds >= 1
         sufficient = False
         for n in range(1, req.max_rounds + 1):
             yield _status("retrieve", "Searching the knowledge base", n)
@@ -351,7 +355,7 @@ class AnswerPipeline:
         chunks = {ch.chunk_id: ch for ch in self.service.chunks_for(req.collection, list(c.passages))}
         # A year the question names is the question's, not a claim: an answer that repeats it ("the 2021 birth rate
         # was 7.52‰ [1]") needs the source for the value, not for the year; the cut-off note covers a later year.
-        asked = frozenset(_YEAR.findall(req.question))
+        asked = frozenset(YEAR.findall(req.question))
         report = check_citations(text, c.passages, chunks, self.scorer, asked)
         if report.coverage == 0.0 and not req.allow_model_knowledge:
             # Not one sentence is backed by the sources: whatever the judge thought, this came from the model's memory
@@ -472,9 +476,7 @@ def revision(streamed: str, answer: Answer) -> dict[str, Any] | None:
 
 def _bare(text: str, markers: bool = True) -> str:
     """The words alone: no whitespace, and (by default) no citation markers."""
-    if markers:
-        text = re.sub(r"\[\d+(?:\s*[,，]\s*\d+)*\]", "", text)
-    return re.sub(r"\s+", "", text)
+    return re.sub(r"\s+", "", strip_markers(text) if markers else text)
 
 
 def _status(stage: str, text: str, round_: int | None = None) -> Event:

@@ -9,7 +9,6 @@ answer, so llama.cpp's prefix cache makes the answer that follows cheap.
 
 from __future__ import annotations
 
-import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Literal
@@ -19,9 +18,9 @@ from app.llm.client import LLMClient, LLMError
 from app.llm.json_loose import parse_json_loose
 from retrieval.evidence import rows_as_records
 from retrieval.expand import Passage
+from retrieval.text import YEAR
 
 JudgePolicy = Literal["unsure", "always", "never"]
-_YEAR = re.compile(r"(?<!\d)(19\d\d|20\d\d)(?!\d)")
 SUFFICIENCY_SCHEMA = {
     "type": "object",
     "properties": {
@@ -52,7 +51,7 @@ def gate_score(scorer: SupportScorer, question: str, passages: Sequence[Passage]
     sources (and the cut-off note) when the newest policy is dated 2024."""
     if not passages:
         return 0.0
-    question = _YEAR.sub(" ", question)
+    question = YEAR.sub(" ", question)
     return max(scorer.best_span(question, p.text)[0] for p in passages)
 
 
@@ -67,7 +66,7 @@ def bridge_query(scorer: SupportScorer, question: str, passages: Sequence[Passag
     best names the bridge entity (R32) but not the asked fact; searching with the question plus that sentence finds
     the second document. A sentence that covers the question well needs no second look.
     """
-    question = _YEAR.sub(" ", question)
+    question = YEAR.sub(" ", question)
     best, span = 0.0, ""
     for p in passages:
         score, sentence = scorer.best_span(question, rows_as_records(p.text))

@@ -22,7 +22,7 @@ from retrieval.injection import looks_like_instruction
 from retrieval.rerank import Reranker, RerankInfo, rerank_or_keep
 from retrieval.search import HybridRetriever, SearchParams
 from retrieval.store import SearchFilter
-from retrieval.text import approx_tokens, split_sentences
+from retrieval.text import YEAR, approx_tokens, split_sentences
 from retrieval.types import ScoredChunk
 
 
@@ -127,7 +127,6 @@ def rows_as_records(text: str) -> str:
     return "\n".join(out)
 
 
-_YEAR = re.compile(r"(?<!\d)(19\d\d|20\d\d)(?!\d)")
 
 
 def select(
@@ -149,7 +148,7 @@ def select(
     """
     if budget_tokens < 1:
         raise ValueError(f"budget_tokens must be >= 1, got {budget_tokens}")
-    q_terms = set(analyzer.tokenize(_YEAR.sub(" ", question))) or set(analyzer.tokenize(question))
+    q_terms = set(analyzer.tokenize(YEAR.sub(" ", question))) or set(analyzer.tokenize(question))
     # Orders addressed to the assistant are not evidence (retrieval/injection.py): they never reach the model.
     units = [[u for u in _units(p.text) if not looks_like_instruction(u)] for p in passages]
     unit_terms = [[set(analyzer.tokenize(u)) for u in us] for us in units]

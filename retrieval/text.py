@@ -14,6 +14,8 @@ from retrieval.sentences import split_sentences as sentence_spans
 Language = Literal["zh", "en"]
 _CJK = re.compile(r"[\u3400-\u9fff\uf900-\ufaff]")
 _LATIN_WORD = re.compile(r"[A-Za-z]{2,}")
+# A calendar year written in digits: a time qualifier in a question, not a term the sources must contain.
+YEAR = re.compile(r"(?<!\d)(19\d\d|20\d\d)(?!\d)")
 _TOKENS = re.compile(r"[A-Za-z]+|\d+|[^\sA-Za-z\d]")
 
 
