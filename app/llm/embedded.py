@@ -58,9 +58,10 @@ runpy.run_module("llama_cpp.server", run_name="__main__", alter_sys=True)
 class EmbeddedServerError(RuntimeError):
     """The embedded server did not start or cannot be kept running; the message ends with its log tail."""
 
-    def __init__(self, message: str, exit_code: int | None = None) -> None:
+    def __init__(self, message: str, exit_code: int | None = None, summary: str | None = None) -> None:
         super().__init__(message)
         self.exit_code = exit_code  # the process's return code when it died (negative: the signal)
+        self.summary = summary or message  # what died and what to do, without the log: fit for a client
 
 
 # Signals after which a restart cannot help: the same binary on the same CPU fails the same way.
@@ -146,7 +147,8 @@ class EmbeddedLLMServer:
         self.extra_args = tuple(extra_args)
         self.self_test_tokens = self_test_tokens
         self.restarts = 0  # successful restarts by the supervisor
-        self.failure: str | None = None  # why the server cannot be kept running, if it cannot (for users)
+        self.failure: str | None = None  # why the server cannot be kept running, with the log tail
+        self.failure_summary: str | None = None  # the same without the log: what /readyz and /ask may say
         self._proc: subprocess.Popen[bytes] | None = None
         self._lock = threading.RLock()
         self._stopping = threading.Event()
@@ -172,11 +174,11 @@ class EmbeddedLLMServer:
                 self.log_path = Path(name)
                 self._own_log = True
             self._stopping.clear()
-            self.failure = None
+            self.failure = self.failure_summary = None
             try:
                 self._launch_and_wait()
             except EmbeddedServerError as e:
-                self.failure = str(e)
+                self.failure, self.failure_summary = str(e), e.summary
                 raise
             atexit.register(self.stop)
             self._supervisor = threading.Thread(target=self._supervise, name="llm-supervisor", daemon=True)
@@ -219,11 +221,6 @@ class EmbeddedLLMServer:
     def pid(self) -> int | None:
         with self._lock:
             return self._proc.pid if self._proc is not None else None
-
-    @property
-    def failure_summary(self) -> str | None:
-        """`failure` without the log tail: what a client or /readyz may be told."""
-        return self.failure.split("\n", 1)[0].split(" Log /", 1)[0] if self.failure else None
 
     def is_running(self) -> bool:
         with self._lock:
@@ -329,10 +326,7 @@ class EmbeddedLLMServer:
             except httpx.TransportError:
                 pass
             if time.monotonic() > deadline:
-                raise EmbeddedServerError(
-                    f"llama.cpp server did not answer {url} within {self.startup_timeout:.0f}s; "
-                    f"log {self.log_path}:\n{self.log_tail()}"
-                )
+                raise self._error(f"embedded LLM server did not answer {url} within {self.startup_timeout:.0f}s.")
             time.sleep(0.25)
         self._self_test(proc, deadline)
 
@@ -355,26 +349,28 @@ class EmbeddedLLMServer:
             if code is not None:
                 raise self._died(code, f"while answering its start-up self-test (a {self.self_test_tokens}-token "
                                        "prompt)") from e
-            raise EmbeddedServerError(
-                f"llama.cpp server did not answer its start-up self-test within {self.startup_timeout:.0f}s ({e}); "
-                f"log {self.log_path}:\n{self.log_tail()}"
-            ) from e
+            raise self._error(f"embedded LLM server did not answer its start-up self-test within "
+                              f"{self.startup_timeout:.0f}s ({type(e).__name__}).") from e
         if r.status_code != 200:
-            raise EmbeddedServerError(
-                f"llama.cpp server failed its start-up self-test: HTTP {r.status_code}: {r.text[:300]}; "
-                f"log {self.log_path}:\n{self.log_tail()}"
-            )
+            raise self._error(f"embedded LLM server failed its start-up self-test: HTTP {r.status_code}: "
+                              f"{r.text[:300]}.")
         n = int((r.json().get("usage") or {}).get("prompt_tokens") or 0)
         if n < want:  # the check must not quietly test less than it claims
             raise EmbeddedServerError(f"start-up self-test read only {n} prompt tokens, wanted {want}")
         log.info("embedded LLM self-test passed: %d prompt tokens in %.1fs", n, time.monotonic() - t)
 
     def _died(self, code: int, when: str) -> EmbeddedServerError:
-        return EmbeddedServerError(
-            f"embedded LLM server (llama.cpp, {self.model_path.name}) {describe_exit(code)} {when}: {_remedy(code)}. "
-            f"Log {self.log_path}:\n{self.log_tail()}",
-            exit_code=code,
-        )
+        return self._error(f"embedded LLM server (llama.cpp, {self.model_path.name}) {describe_exit(code)} {when}: "
+                           f"{_remedy(code)}.", code)
+
+    def _error(self, summary: str, exit_code: int | None = None) -> EmbeddedServerError:
+        """The error for `summary`, its message ending with the server's log tail."""
+        return EmbeddedServerError(f"{summary} Log {self.log_path}:\n{self.log_tail()}", exit_code, summary)
+
+    def _fail(self, e: EmbeddedServerError) -> None:
+        """Give up on the server: `failure` for the log, `failure_summary` for clients."""
+        self.failure, self.failure_summary = str(e), e.summary
+        log.error("not restarting: %s", self.failure)
 
     def _supervise(self) -> None:
         while not self._stopping.is_set():
@@ -392,8 +388,7 @@ class EmbeddedLLMServer:
                 "embedded LLM server (pid %d) %s; log tail:\n%s", proc.pid, describe_exit(code), self.log_tail(10)
             )
             if is_fatal(code):
-                self.failure = str(self._died(code, "while serving"))
-                log.error("not restarting: %s", self.failure)
+                self._fail(self._died(code, "while serving"))
                 with self._lock:
                     self._proc = None
                 return
@@ -406,11 +401,8 @@ class EmbeddedLLMServer:
             while self._recent and now - self._recent[0] > 60.0:
                 self._recent.popleft()
             if len(self._recent) > self.max_restarts_per_minute:
-                self.failure = (
-                    f"embedded LLM server crashed {len(self._recent)} times within a minute; not restarting. "
-                    f"Log {self.log_path}:\n{self.log_tail()}"
-                )
-                log.error("%s", self.failure)
+                self._fail(self._error(f"embedded LLM server crashed {len(self._recent)} times within a minute; "
+                                       "not restarting."))
                 with self._lock:
                     self._proc = None
                 return
@@ -422,8 +414,7 @@ class EmbeddedLLMServer:
             except EmbeddedServerError as e:
                 log.warning("restart of the embedded LLM server failed: %s", e)
                 if is_fatal(e.exit_code):
-                    self.failure = str(e)
-                    log.error("not restarting: %s", self.failure)
+                    self._fail(e)
                     return
                 continue
             self.restarts += 1
