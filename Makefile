@@ -8,7 +8,7 @@ COLLECTION ?= default
 export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 
-.PHONY: install models run ingest-sample serve test test-fast lint corpus bench clean vllm-env test-vllm
+.PHONY: install models run ingest-sample serve test test-fast lint corpus bench clean vllm-env test-vllm chromium
 
 $(STAMP): pyproject.toml scripts/build_llama.sh
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -17,7 +17,7 @@ $(STAMP): pyproject.toml scripts/build_llama.sh
 	$(BIN)/pip install -q torch==2.13.0
 	# llama.cpp built portably (AVX2 baseline, no AMX), never from pip's wheel cache: see the script.
 	scripts/build_llama.sh $(BIN)/pip
-	$(BIN)/pip install -q -e '.[dev,eval,llm]'
+	$(BIN)/pip install -q -e '.[dev,eval,llm,distributed,finetune]'
 	touch $(STAMP)
 
 install: $(STAMP)
@@ -33,7 +33,16 @@ serve: $(STAMP)
 
 run: models ingest-sample serve
 
-test: $(STAMP)
+# The web page's tests drive Debian's Chromium (tests/app/test_web_browser.py): installed here when missing and we
+# are root; otherwise those tests skip, naming the command.
+CHROMIUM_PKGS := chromium chromium-driver
+chromium:
+	@if command -v chromium >/dev/null && command -v chromedriver >/dev/null; then :; \
+	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	  apt-get install -y -q $(CHROMIUM_PKGS) || { apt-get update -q && apt-get install -y -q $(CHROMIUM_PKGS); }; \
+	else echo "chromium missing: the browser tests will skip (sudo apt-get install -y $(CHROMIUM_PKGS))"; fi
+
+test: $(STAMP) chromium
 	$(BIN)/pytest -q -m "not vllm and not gpu" --timeout=900
 
 test-fast: $(STAMP)

@@ -53,7 +53,8 @@ def sqlite_backup(src: Path, dest: Path) -> None:
 
 
 def backup(data_dir: Path, dest: Path, *, uploads: bool = False) -> BackupReport:
-    """Back up every collection under `data_dir` (and jobs.sqlite, and optionally uploads/) into `dest`."""
+    """Back up every collection under `data_dir` (and the jobs, feedback and conversations databases, and optionally
+    uploads/) into `dest`."""
     from retrieval.collection import list_collections
 
     if dest.exists() and any(dest.iterdir()):
@@ -62,9 +63,9 @@ def backup(data_dir: Path, dest: Path, *, uploads: bool = False) -> BackupReport
     out = []
     for name in list_collections(data_dir):
         out.append(_collection(data_dir / "collections" / name, dest / "collections" / name))
-    jobs = data_dir / "jobs.sqlite"
-    if jobs.exists():
-        sqlite_backup(jobs, dest / "jobs.sqlite")
+    for db in ("jobs.sqlite", "feedback.sqlite", "conversations.sqlite"):  # feedback: future training pairs
+        if (data_dir / db).exists():
+            sqlite_backup(data_dir / db, dest / db)
     if uploads and (data_dir / "uploads").is_dir():
         shutil.copytree(data_dir / "uploads", dest / "uploads")
     return BackupReport(dest, tuple(out), time.perf_counter() - t0)

@@ -12,8 +12,17 @@ from retrieval.rerank import Reranker
 
 if TYPE_CHECKING:
     from app.llm.embedded import EmbeddedLLMServer
+    from retrieval.backend import BackendConfig
 
 log = logging.getLogger("ragqa")
+
+
+def backend_config(settings: Settings) -> BackendConfig:
+    """Where collections and the job queue live (retrieval/backend.py), as plain values."""
+    from retrieval.backend import BackendConfig
+
+    url = settings.postgres_url.get_secret_value() if settings.postgres_url else None
+    return BackendConfig(kind=settings.backend, postgres_url=url, milvus_uri=settings.milvus_uri)
 
 
 def build_llm(settings: Settings, keep_going: bool = False) -> tuple[LLMClient, EmbeddedLLMServer | None]:
@@ -29,7 +38,7 @@ def build_llm(settings: Settings, keep_going: bool = False) -> tuple[LLMClient, 
     from app.llm.embedded import EmbeddedLLMServer, EmbeddedServerError
 
     path = ensure_model(settings.llm_embedded_model, settings.llm_cache_dir or default_cache_dir())
-    server = EmbeddedLLMServer(path, model_alias=settings.llm_model)
+    server = EmbeddedLLMServer(path, model_alias=settings.llm_model, lora_path=settings.llm_lora)
     try:
         server.start()
     except EmbeddedServerError:
@@ -47,8 +56,13 @@ def build_reranker(settings: Settings, llm: LLMClient) -> Reranker | None:
     if settings.rerank_path:
         return CrossEncoderReranker(settings.rerank_path).load()
     if settings.rerank_with_llm:
-        key = settings.llm_api_key.get_secret_value() if settings.llm_api_key else None
-        return LLMReranker(llm.base_url, llm.model, api_key=key)
+        if not settings.llm_base_url:
+            # llama-cpp-python's server answers logprobs requests with HTTP 500 unless every prompt pays for
+            # logits_all; re-ranking would silently fall back on every question.
+            raise ValueError("RAGQA_RERANK_WITH_LLM needs an LLM server that returns log-probabilities (vLLM, set "
+                             "RAGQA_LLM_BASE_URL); the embedded llama.cpp server does not. Unset it, or set "
+                             "RAGQA_RERANK_PATH / RAGQA_RERANK_URL for a cross-encoder.")
+        return LLMReranker(llm.first_token_logprobs_sync, name=f"llm:{llm.model}")
     return None
 
 

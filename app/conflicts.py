@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 from retrieval.analyzer import Analyzer
 from retrieval.expand import Passage
-from retrieval.text import numbers, split_sentences
+from retrieval.text import YEAR, numbers, split_sentences
 
 
 @dataclass(frozen=True)
@@ -55,9 +55,16 @@ def _date(p: Passage) -> str:
     return c.effective_date or "" if c.date_source != "mtime" else ""
 
 
-def preference(a: Passage, b: Passage) -> tuple[Passage, Passage, str]:
-    """Order two sources: newer effective date first, then higher authority; say why."""
+def preference(a: Passage, b: Passage, year: int | None = None) -> tuple[Passage, Passage, str]:
+    """Order two sources: the one in force in the year the question names ("under the 2023 policy"), else the newer
+    effective date, then higher authority; say why."""
     da, db = _date(a), _date(b)
+    if year is not None and da and db:
+        end = f"{year:04d}-12-31"
+        if da <= end < db:
+            return a, b, f"the version in force in {year} ({da}; {db} is later)"
+        if db <= end < da:
+            return b, a, f"the version in force in {year} ({db}; {da} is later)"
     if da != db and da and db:
         return (a, b, f"newer ({da} > {db})") if da > db else (b, a, f"newer ({db} > {da})")
     aa, ab = a.hit.chunk.authority or 0.0, b.hit.chunk.authority or 0.0
@@ -70,6 +77,21 @@ def preference(a: Passage, b: Passage) -> tuple[Passage, Passage, str]:
     return a, b, "ranked higher by retrieval (same date and authority)"
 
 
+def same_subject(a: FactSentence, b: FactSentence, asked: frozenset[str], asked_values: frozenset[str] = frozenset()
+                 ) -> bool:
+    """Are two similar sentences about the same thing, with different values? Not when each names a part of the
+    question the other lacks ("Intel's 2022 revenue" and "Nvidia's 2022 revenue" answer two parts of one question),
+    nor when they state figures for different years (2022's and 2023's revenue are two facts), nor when they share a
+    figure the question does not name: "10.51亿 users, 1919万 more" and "10.51亿 users, 74.4 % of the population"
+    agree on the asked fact and add different ones (RGB's news passages, where every such pair was a false note)."""
+    if (a.words - b.words) & asked and (b.words - a.words) & asked:
+        return False
+    if (a.values & b.values) - asked_values:
+        return False
+    ya, yb = {v for v in a.values if YEAR.fullmatch(v)}, {v for v in b.values if YEAR.fullmatch(v)}
+    return not (ya and yb and ya != yb)
+
+
 def find_disagreements(
     question: str,
     passages: Sequence[Passage],
@@ -78,6 +100,10 @@ def find_disagreements(
     min_similarity: float = 0.5,
 ) -> list[Disagreement]:
     facts = _facts(question, passages, analyzer, min_relevance)
+    asked = frozenset(t for t in analyzer.tokenize(question) if not t.replace(".", "").isdigit())
+    asked_values = frozenset(numbers(question))
+    years = set(YEAR.findall(question))
+    year = int(years.pop()) if len(years) == 1 else None  # one named year picks the version in force then
     found: list[Disagreement] = []
     seen_pairs: set[tuple[int, int]] = set()
     for i, a in enumerate(facts):
@@ -85,13 +111,13 @@ def find_disagreements(
             pa, pb = passages[a.passage_index], passages[b.passage_index]
             if pa.hit.chunk.doc_id == pb.hit.chunk.doc_id or a.values == b.values:
                 continue
-            if _jaccard(a.words, b.words) < min_similarity:
+            if _jaccard(a.words, b.words) < min_similarity or not same_subject(a, b, asked, asked_values):
                 continue
             pair = (min(a.passage_index, b.passage_index), max(a.passage_index, b.passage_index))
             if pair in seen_pairs:
                 continue
             seen_pairs.add(pair)
-            first, _second, reason = preference(pa, pb)
+            first, _second, reason = preference(pa, pb, year)
             pref, other = (a, b) if first is pa else (b, a)
             found.append(Disagreement(pref, other, reason))
     # Most relevant first: the disagreement about the asked fact, not an incidental one.

@@ -20,7 +20,7 @@ from prometheus_client.registry import Collector
 if TYPE_CHECKING:
     from app.pipeline import AnswerPipeline, AskRequest
     from app.worker_supervisor import WorkerSupervisor
-    from ingest.jobs import JobQueue
+    from ingest.pg_jobs import Queue
     from retrieval.types import Answer
 
 # Stage names the pipeline writes into trace["timings_ms"]; anything else is folded into "other" (bounded labels).
@@ -32,7 +32,7 @@ _STATUS_KIND = {400: "bad_request", 401: "unauthorized", 403: "forbidden", 404: 
 
 
 class Metrics:
-    def __init__(self, data_dir: Path, jobs: JobQueue | None = None) -> None:
+    def __init__(self, data_dir: Path, jobs: Queue | None = None) -> None:
         self.registry = CollectorRegistry()
         r = self.registry
         self.requests = Counter("ragqa_http_requests", "HTTP requests", ["method", "route", "status"], registry=r)
@@ -111,7 +111,7 @@ class _WorkerCollector(Collector):
 
 
 class _StoreCollector(Collector):
-    def __init__(self, data_dir: Path, jobs: JobQueue | None) -> None:
+    def __init__(self, data_dir: Path, jobs: Queue | None) -> None:
         self.data_dir = data_dir
         self.jobs = jobs
 

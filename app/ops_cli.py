@@ -36,7 +36,16 @@ def add_parsers(sub: Any) -> None:
     pb.set_defaults(func=cmd_backup)
 
 
+def _queue(s: Settings) -> Any:
+    """The job queue of the configured backend, opened."""
+    from app.components import backend_config
+    from ingest.pg_jobs import open_job_queue
+
+    return open_job_queue(backend_config(s), s.data_dir, s.job_max_attempts).open()
+
+
 def _worker_config(s: Settings) -> Any:
+    from app.components import backend_config
     from ingest.chunking import ChunkingSettings
     from ingest.parsers.archive import ArchiveLimits
     from ingest.worker import WorkerConfig
@@ -47,16 +56,16 @@ def _worker_config(s: Settings) -> Any:
         near_dup_threshold=s.near_dup_threshold, lease_s=s.job_lease_s, poll_s=s.job_poll_s,
         max_file_tokens=s.ingest_max_file_tokens,
         archive=ArchiveLimits(max_unpacked_bytes=s.archive_max_unpacked_mb * 2**20, max_ratio=s.archive_max_ratio),
+        backend=backend_config(s),
     )
 
 
 def cmd_worker(args: argparse.Namespace, s: Settings) -> int:
     from app.logs import configure_logging
-    from ingest.jobs import JobQueue
     from ingest.worker import Worker
 
     configure_logging(s.log_format, s.log_level)
-    worker = Worker(JobQueue.for_data_dir(s.data_dir, s.job_max_attempts).open(), _worker_config(s))
+    worker = Worker(_queue(s), _worker_config(s))
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: worker.stop())
     if args.parent_pid:
@@ -73,7 +82,6 @@ def cmd_worker(args: argparse.Namespace, s: Settings) -> int:
 def enqueue_ingest(args: argparse.Namespace, s: Settings) -> int:
     """`ragqa ingest --async PATH...`: queue the job with absolute paths (the worker may run elsewhere) and options."""
     from ingest.dates import parse_user_date
-    from ingest.jobs import JobQueue
     from retrieval.collection import check_name
 
     name = check_name(args.collection or s.collection)
@@ -95,7 +103,7 @@ def enqueue_ingest(args: argparse.Namespace, s: Settings) -> int:
         options["authority"] = args.authority
     if meta:
         options["meta"] = meta
-    queue = JobQueue.for_data_dir(s.data_dir, s.job_max_attempts).open()
+    queue = _queue(s)
     job_id = queue.enqueue(name, [os.path.abspath(p) for p in args.paths], options)
     if args.json:
         print(json.dumps({"job_id": job_id, "status": "queued"}))
@@ -106,8 +114,6 @@ def enqueue_ingest(args: argparse.Namespace, s: Settings) -> int:
 
 
 def cmd_jobs(args: argparse.Namespace, s: Settings) -> int:
-    from ingest.jobs import JobQueue
-
     target = list(args.target)
     cancel = bool(target) and target[0] == "cancel"
     if cancel:
@@ -116,7 +122,7 @@ def cmd_jobs(args: argparse.Namespace, s: Settings) -> int:
         print("error: usage: ragqa jobs [ID | cancel ID]", file=sys.stderr)
         return 2
     job_id = int(target[0]) if target else None
-    queue = JobQueue.for_data_dir(s.data_dir, s.job_max_attempts).open()
+    queue = _queue(s)
     if cancel:
         assert job_id is not None
         return _cancel(queue, job_id)
@@ -165,6 +171,10 @@ def _cancel(queue: Any, job_id: int) -> int:
 def cmd_backup(args: argparse.Namespace, s: Settings) -> int:
     from app.backup import BackupError, backup
 
+    if s.backend == "distributed":  # its data is in PostgreSQL and Milvus, not in the data folder
+        print("error: `ragqa backup` copies the local backend's data folder; with RAGQA_BACKEND=distributed back up "
+              "PostgreSQL (pg_dump) and Milvus (its own backup tool) instead", file=sys.stderr)
+        return 2
     try:
         report = backup(s.data_dir, args.dest, uploads=args.uploads)
     except BackupError as e:

@@ -25,11 +25,12 @@ from typing import Any, Literal
 
 import numpy as np
 
+from app.arithmetic import prompt_hint, resolve
 from app.citations import CitationReport, SupportScorer, check_citations, render_with_markers
 from app.conflicts import Disagreement, find_disagreements
 from app.errors import BadRequest, Unavailable
 from app.llm.client import LLMClient, LLMError
-from app.notes import conflict_sentence, cutoff_sentence, later_than_cutoff, prompt_notes
+from app.notes import conflict_sentence, cutoff_sentence, later_than_cutoff, prompt_notes, without_notes
 from app.prompts import render_prompt
 from app.routing import NO_ANSWER, SMALLTALK_REPLY, decide_retrieval
 from app.service import SearchService
@@ -182,9 +183,9 @@ class AnswerPipeline:
             yield _final(Answer(SMALLTALK_REPLY[plan.lang], "answered", trace=trace.out()))
             return
         retriever = await asyncio.to_thread(self.service.retriever, req.collection)
-        query = await self._rewrite(req, trace)
+        req = await self._resolve(req, trace)
         found: Found | None = None
-        async for ev in self._retrieve(req, plan, retriever, query, trace):
+        async for ev in self._retrieve(req, plan, retriever, req.question, trace):
             if isinstance(ev, Found):
                 found = ev
             else:
@@ -208,12 +209,24 @@ class AnswerPipeline:
 
     # ---- stages ----------------------------------------------------------------------------------------------------
 
-    async def _rewrite(self, req: AskRequest, trace: Trace) -> str:
+    async def _resolve(self, req: AskRequest, trace: Trace) -> AskRequest:
+        """Stage 1b, with history: the question made standalone ("And under the 2023 policy?" -> "How many years is
+        the compressor covered under the 2023 policy?"). Every later stage (retrieval, selection, the score gate,
+        the judge, the notes on dates and disagreements, the citation check) works on it; the prompts also show the
+        conversation itself. If the model cannot rewrite, or its rewrite lost a number or code of the question (the
+        0.5B model's rewrite of "And under the 2023 policy?" lost the year), the previous question is put before this
+        one instead."""
         if not req.history:
-            return req.question
+            return req
         with trace.timed("rewrite"):
-            return str(await self._optional(trace, transforms.rewrite_standalone(
-                self._complete, req.question, req.history), default=req.question))
+            standalone = await self._optional(trace, transforms.rewrite_standalone(
+                self._complete, req.question, plain_turns(req.history)), default=None)
+        kept = set(re.findall(r"\w+", (standalone or "").lower()))
+        if not standalone or any(t not in kept for t in re.findall(r"\w*\d\w*", req.question.lower())):
+            previous = next((text for role, text in reversed(req.history) if role == "user"), "")
+            standalone = f"{previous} {req.question}".strip()
+        trace.data["standalone_question"] = standalone
+        return replace(req, question=str(standalone))
 
     async def _retrieve(
         self, req: AskRequest, plan: Plan, retriever: HybridRetriever, query: str, trace: Trace
@@ -249,7 +262,9 @@ class AnswerPipeline:
             if needs_model(gate, low=cfg.min_lexical_support, high=cfg.sure_lexical_support, policy=cfg.judge):
                 yield _status("judge", "Checking that the sources answer the question", n)
             with trace.timed("judge"):
-                verdict = await judge(self.llm, composed.prefix, render_prompt("sufficiency", question=req.question),
+                task = render_prompt("sufficiency", conversation=conversation_block(req.history),
+                                     question=req.question)
+                verdict = await judge(self.llm, composed.prefix, task,
                                       gate, low=cfg.min_lexical_support, high=cfg.sure_lexical_support,
                                       policy=cfg.judge)
             _record_round(trace, rounds, n, queries, ev, verdict)
@@ -278,6 +293,8 @@ class AnswerPipeline:
                          for i, p in enumerate(composed.passages, 1)],
         }
         cutoff = await asyncio.to_thread(retriever.collection.store.newest_date, plan.flt)
+        # A cut-off note only when the question names a year after the collection's newest document (app/notes.py).
+        composed = replace(composed, later=later_than_cutoff(req.question, composed.passages, cutoff))
         yield Found(composed, tuple(p.hit for p in passages), sufficient, cutoff)
 
     async def _variants(self, req: AskRequest, query: str, trace: Trace) -> list[str]:
@@ -329,7 +346,8 @@ class AnswerPipeline:
     ) -> AsyncIterator[str]:
         prompt = composed.prefix + render_prompt(
             "answer", language="Chinese" if plan.lang == "zh" else "English", max_sentences=self.config.max_sentences,
-            notes=prompt_notes(composed.disagreements, composed.later), question=req.question)
+            notes=prompt_hint(req.question) + prompt_notes(composed.disagreements, composed.later),
+            conversation=conversation_block(req.history), question=req.question)
         messages = [{"role": "user", "content": prompt}]
         clean = MarkupFilter()
         with trace.timed("generate"):
@@ -348,14 +366,21 @@ class AnswerPipeline:
     def _check(self, req: AskRequest, plan: Plan, found: Found, text: str, trace: Trace) -> Answer:
         """Stages 5 and 6, cite and check: every citation verified, unsupported answers refused, notes appended."""
         c = found.composed
-        text = text.strip()
+        chunks = {ch.chunk_id: ch for ch in self.service.chunks_for(req.collection, list(c.passages))}
+        # <calc> tags the model wrote, computed in code (app/arithmetic.py); a table's unit ("in thousands") may be
+        # stated in its section's other chunks, outside the lines selected for the model.
+        calc = resolve(text.strip(), c.passages, list(chunks.values()))
+        text = calc.text
+        if calc.calculations or calc.failed:
+            trace.data["calculations"] = [{"expression": x.expression, "value": x.value, "scale": x.scale,
+                                           "operands": [[o.text, o.marker] for o in x.operands]}
+                                          for x in calc.calculations] + [{"failed": f} for f in calc.failed]
         if not text or (_REFUSAL.search(text) and not re.search(r"\[\d+\]", text)):
             trace.data["refused_by_model"] = True
             return self._no_answer(plan, found, trace)
-        chunks = {ch.chunk_id: ch for ch in self.service.chunks_for(req.collection, list(c.passages))}
         # A year the question names is the question's, not a claim: an answer that repeats it ("the 2021 birth rate
         # was 7.52‰ [1]") needs the source for the value, not for the year; the cut-off note covers a later year.
-        asked = frozenset(YEAR.findall(req.question))
+        asked = frozenset(YEAR.findall(req.question)) | calc.computed
         report = check_citations(text, c.passages, chunks, self.scorer, asked)
         if report.coverage == 0.0 and not req.allow_model_knowledge:
             # Not one sentence is backed by the sources: whatever the judge thought, this came from the model's memory
@@ -374,10 +399,11 @@ class AnswerPipeline:
         sep = "" if plan.lang == "zh" else " "
         extra, conflicts = _conflicts(c)
         cites = list(report.citations) + [x for x in extra if x.marker not in {y.marker for y in report.citations}]
-        if c.later:
-            body += sep + cutoff_sentence(plan.lang, c.later)
-        if conflicts:
-            body += sep + sep.join(conflict_sentence(plan.lang, x) for x in conflicts)
+        notes = ([cutoff_sentence(plan.lang, c.later)] if c.later else []) + [
+            conflict_sentence(plan.lang, x) for x in conflicts]
+        if notes:
+            body += sep + sep.join(notes)
+            trace.data["notes"] = notes  # the same sentences, apart, for a client that shows them as such
         status: Literal["answered", "partial"] = "answered" if report.coverage >= 0.5 and cites else "partial"
         if req.allow_model_knowledge and not cites:
             status = "partial"
@@ -425,6 +451,25 @@ def decide(req: AskRequest) -> Plan:
     if req.as_of:
         flt = replace(flt, date_to=min(req.as_of, flt.date_to) if flt.date_to else req.as_of)
     return Plan(language_of(req.question), d.needed, d.reason, flt)
+
+
+def plain_turns(history: Sequence[tuple[str, str]]) -> tuple[tuple[str, str], ...]:
+    """The turns' words alone: no citation markers, no notes on dates and disagreements (they are about the earlier
+    answers' sources), whitespace collapsed."""
+    return tuple((role, " ".join(strip_markers(without_notes(text)).split())) for role, text in history)
+
+
+def conversation_block(history: Sequence[tuple[str, str]], turns: int = 4, chars: int = 300) -> str:
+    """The last turns of the conversation for a prompt (plain_turns), or "" without history. Each turn is clipped: on
+    two CPU cores every prompt token costs time, and the standalone question already carries what the history
+    resolves."""
+    if not history:
+        return ""
+    lines = []
+    for role, text in plain_turns(history[-turns:]):
+        lines.append(f"{role}: {text[:chars]}{'…' if len(text) > chars else ''}")
+    return ("Conversation so far (earlier questions and answers; answer only the question below):\n"
+            + "\n".join(lines) + "\n\n")
 
 
 def sources_block(passages: tuple[Passage, ...] | list[Passage]) -> str:

@@ -2,19 +2,23 @@
 
 from __future__ import annotations
 
+import logging
 import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from app.errors import BadRequest, NotFound
+from app.errors import BadRequest, NotFound, Unavailable
 from retrieval.analyzer import Analyzer
+from retrieval.backend import LOCAL, BackendConfig, BackendUnavailable
 from retrieval.collection import Collection, CollectionNotFound, check_name, list_collections
 from retrieval.embedders import Embedder, get_embedder
 from retrieval.expand import Passage
 from retrieval.search import HybridRetriever, SearchParams
 from retrieval.store import SearchFilter
 from retrieval.types import Chunk, Document, ScoredChunk
+
+log = logging.getLogger("ragqa")
 
 
 @dataclass(frozen=True)
@@ -26,15 +30,20 @@ class CollectionInfo:
 
 
 class SearchService:
-    def __init__(self, data_dir: Path) -> None:
+    def __init__(self, data_dir: Path, backend: BackendConfig = LOCAL) -> None:
         self.data_dir = data_dir
+        self.backend = backend  # which backend holds the collections: nothing below depends on it
         self.analyzer = Analyzer()
         self._embedders: dict[str, Embedder] = {}
         self._retrievers: dict[str, HybridRetriever] = {}
         self._lock = threading.Lock()
 
     def collections(self) -> list[str]:
-        return list_collections(self.data_dir)
+        try:
+            return list_collections(self.data_dir, self.backend)
+        except BackendUnavailable as e:
+            log.error("%s", e)
+            raise Unavailable("the document store is unavailable; try again later") from e
 
     def retriever(self, name: str) -> HybridRetriever:
         try:
@@ -45,9 +54,12 @@ class SearchService:
             r = self._retrievers.get(name)
             if r is None:
                 try:
-                    col = Collection(self.data_dir, name).open()
+                    col = Collection(self.data_dir, name, self.backend).open()
                 except CollectionNotFound as e:
                     raise NotFound(f"collection {name!r} not found") from e
+                except BackendUnavailable as e:  # the log has where; the client hears what
+                    log.error("%s", e)
+                    raise Unavailable("the document store is unavailable; try again later") from e
                 assert col.manifest is not None
                 emb = self._embedders.get(col.manifest.embedder)
                 if emb is None:

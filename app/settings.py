@@ -6,7 +6,7 @@ import re
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 # The rule of retrieval.collection.check_name, repeated so that reading settings does not import the index code.
@@ -74,6 +74,9 @@ class Settings(BaseSettings):
     llm_embedded_model: Literal["qwen2.5-1.5b", "qwen2.5-0.5b"] = Field(
         "qwen2.5-1.5b", description="bundled GGUF model the embedded llama.cpp server runs"
     )
+    llm_lora: Path | None = Field(
+        None, description="a GGUF LoRA adapter (`ragqa finetune export --to gguf`) the embedded model applies; its "
+        "sha256 is checked at start and logged")
     llm_cache_dir: Path | None = Field(
         None,
         description="where bundled GGUF files are assembled (default: $RAGQA_MODEL_CACHE or ~/.cache/ragqa/models)",
@@ -91,6 +94,10 @@ class Settings(BaseSettings):
     rerank_path: Path | None = Field(None, description="a local sentence-transformers CrossEncoder folder")
     rerank_with_llm: bool = Field(False, description="re-rank with the answering LLM's yes/no probabilities")
     max_body_kb: int = Field(1024, ge=1, description="JSON request bodies above this get 413")
+    conversation_max_turns: int = Field(20, ge=2, le=1000, description="turns a server-side conversation keeps "
+                                                                       "(the oldest are dropped)")
+    conversation_max_kb: int = Field(64, ge=1, le=10_240, description="text a server-side conversation keeps, KiB "
+                                                                      "(the oldest turns are dropped)")
 
     # Ingest jobs (ingest/jobs.py, ingest/worker.py).
     embedded_worker: bool = Field(True, description="`ragqa serve` also runs one ingest worker (a subprocess)")
@@ -109,9 +116,23 @@ class Settings(BaseSettings):
     worker_max_restarts_per_minute: int = Field(
         3, ge=0, le=100, description="the embedded worker is restarted after a death at most this often")
 
+    # Where collections and the job queue live (retrieval/backend.py): one host, or PostgreSQL (+ Milvus) shared by
+    # API replicas and workers on many hosts.
+    backend: Literal["local", "distributed"] = Field(
+        "local", description="local: SQLite + FAISS/BM25 under data_dir; distributed: PostgreSQL store and job queue "
+        "(RAGQA_POSTGRES_URL) and Milvus indexes (RAGQA_MILVUS_URI; unset: FAISS/BM25 kept in each process)")
+    postgres_url: SecretStr | None = Field(None, description="e.g. postgresql://ragqa@db:5432/ragqa (distributed)")
+    milvus_uri: str | None = Field(None, description="e.g. http://milvus:19530 or a Milvus Lite file (distributed)")
+
     # Operations.
     log_format: Literal["json", "text"] = Field("json", description="json: one JSON object per line")
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+
+    @model_validator(mode="after")
+    def _backend(self) -> Settings:
+        if self.backend == "distributed" and self.postgres_url is None:
+            raise ValueError("RAGQA_BACKEND=distributed needs RAGQA_POSTGRES_URL (e.g. postgresql://user@host/db)")
+        return self
 
     @field_validator("chunk_levels")
     @classmethod

@@ -9,15 +9,14 @@ restart will not fix (a poisoned install, no memory): it stops trying, and /read
 from __future__ import annotations
 
 import logging
-import signal
 import subprocess
 import threading
-import time
-from collections import deque
 from collections.abc import Sequence
 from typing import Any, Literal
 
-from ingest.jobs import JobQueue, worker_prefix
+from app.restarts import RestartBudget, describe_exit
+from ingest.jobs import worker_prefix
+from ingest.pg_jobs import Queue
 
 log = logging.getLogger("ragqa.supervisor")
 
@@ -26,12 +25,9 @@ State = Literal["running", "restarting", "failed", "stopped"]
 
 class WorkerSupervisor:
     def __init__(
-        self, command: Sequence[str], env: dict[str, str], queue: JobQueue | None = None, *,
+        self, command: Sequence[str], env: dict[str, str], queue: Queue | None = None, *,
         max_restarts_per_minute: int = 3, max_backoff_s: float = 10.0,
     ) -> None:
-        if max_restarts_per_minute < 0 or max_backoff_s <= 0:
-            raise ValueError(f"bad supervision limits: max_restarts_per_minute={max_restarts_per_minute}, "
-                             f"max_backoff_s={max_backoff_s}")
         self.command = list(command)
         self.env = env
         self.queue = queue
@@ -46,7 +42,7 @@ class WorkerSupervisor:
         self._lock = threading.Lock()
         self._stopping = threading.Event()
         self._thread: threading.Thread | None = None
-        self._recent: deque[float] = deque()  # deaths within the last minute
+        self._budget = RestartBudget(max_restarts_per_minute, max_backoff_s)
 
     @property
     def pid(self) -> int | None:
@@ -123,21 +119,16 @@ class WorkerSupervisor:
         log.error("embedded ingest worker (pid %d) %s%s", pid, how,
                   f"; job(s) {freed} handed back to the queue" if freed else "",
                   extra={"pid": pid, "exit_code": code, "jobs": freed})
-        now = time.monotonic()
-        self._recent.append(now)
-        while self._recent and now - self._recent[0] > 60.0:
-            self._recent.popleft()
-        if len(self._recent) > self.max_restarts_per_minute:
+        if not self._budget.record_death():
             self._give_up(
-                f"embedded ingest worker died {len(self._recent)} times within a minute (last: {self.last_death}); "
+                f"embedded ingest worker died {self._budget.recent} times within a minute (last: {self.last_death}); "
                 f"not restarting it: uploads stay queued until a `ragqa worker` runs or the server is restarted"
             )
             return False
         return True
 
     def _backoff(self) -> bool:
-        delay = min(self.max_backoff_s, 0.5 * 2 ** (len(self._recent) - 1))
-        return not self._stopping.wait(delay)
+        return not self._stopping.wait(self._budget.backoff_s())
 
     def _give_up(self, why: str) -> None:
         self.failure = why
@@ -152,13 +143,3 @@ class WorkerSupervisor:
         except Exception:  # the queue busy or gone: the lease runs out on its own
             log.warning("could not hand back the jobs of dead worker %d", pid, exc_info=True)
             return []
-
-
-def describe_exit(code: int) -> str:
-    """'killed by SIGKILL' or 'exited with code 1'."""
-    if code < 0:
-        try:
-            return f"killed by {signal.Signals(-code).name}"
-        except ValueError:
-            return f"killed by signal {-code}"
-    return f"exited with code {code}"

@@ -41,6 +41,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="how the judge server takes a JSON schema (default both: vLLM)")
     q.add_argument("--compare", nargs=2, type=Path, metavar=("RUN_A", "RUN_B"),
                    help="compare two run folders item by item (paired bootstrap); with --out, write a report there")
+    q.add_argument("--rescore", type=Path, metavar="RUN",
+                   help="score a run's stored answers again with today's metrics into --out (nothing is asked)")
     q.add_argument("--noise-ratio", type=float, nargs="+", default=[0.4], help="rgb: noise share(s); 1 = rejection")
     q.add_argument("--passages", type=int, default=5, help="rgb: passages per question")
     q.add_argument("--as-of", help="freshqa/jsonl: ask as of this date (YYYY-MM-DD)")
@@ -83,6 +85,14 @@ def run(args: argparse.Namespace, settings: Any) -> int:
         print(report.compare_text(cmp))
         if args.out:
             report.write_comparison(args.out, cmp)
+        return 0
+    if args.rescore:
+        if not args.out:
+            print("error: --rescore RUN needs --out DIR (the run itself is kept as it was)", file=sys.stderr)
+            return 2
+        from eval import report
+
+        print(report.summary_text(runner.rescore(args.rescore, args.out, seed=args.seed)))
         return 0
     if not args.dataset:
         print("error: eval qa needs --dataset KIND:PATH (or --compare RUN_A RUN_B)", file=sys.stderr)

@@ -22,6 +22,7 @@ from typing import Any, Protocol
 from app.citations import SupportScorer
 from app.llm.client import LLMClient, LLMError
 from app.llm.json_loose import parse_json_loose
+from app.notes import has_conflict_note, has_cutoff_note
 from eval import metrics as M
 from eval.datasets import QAItem
 from retrieval.text import markers, split_sentences, strip_markers
@@ -87,6 +88,7 @@ def rule_verdict(item: QAItem, answer: str, status: str) -> RuleResult:
         m["forbidden"] = float(bool(forbidden))
         if forbidden:
             ok, why = False, f"forbidden text in the answer: {forbidden[0]!r}"
+    m.update(note_metrics(item, answer, refused, bool(m.get("error_detection_rate"))))
     label = M.crag_label(ok, refused, item.unanswerable)
     if item.unanswerable:
         why = "unanswerable: refused" if refused else "unanswerable, but answered"
@@ -94,6 +96,38 @@ def rule_verdict(item: QAItem, answer: str, status: str) -> RuleResult:
         why = "answerable, but refused"
     m.update(label_metrics(label))
     return RuleResult(label, why, m)
+
+
+def expected_note(item: QAItem) -> str | None:
+    """What note a right answer carries: "conflict" (RGB counterfactual, our jsonl `kind: conflict`), "cutoff"
+    (`kind: later_year`), "none" (sets without conflicts or later years: SQuAD, CMRC, RGB noise, rejection and
+    integration, HotpotQA, TAT-QA), or None where nobody knows (FreshQA, `kind: as_of`)."""
+    kind = item.categories.get("kind") or item.categories.get("set", "")
+    if kind in ("counterfactual", "conflict"):
+        return "conflict"
+    if kind == "later_year":
+        return "cutoff"
+    if kind == "as_of" or item.as_of or "fact_type" in item.categories:
+        return None
+    return "none"
+
+
+def note_metrics(item: QAItem, answer: str, refused: bool, error_flagged: bool = False) -> dict[str, float]:
+    """Per answered item: which notes the answer carries, and whether a note was due (`note_true_rate`, where the
+    sources conflict or the question is later than the knowledge base) or false (`note_false_rate`, elsewhere). On
+    the RGB counterfactual set a flagged factual error is the note due (its passages all agree with each other)."""
+    if refused:
+        return {}
+    conflict, cutoff = has_conflict_note(answer), has_cutoff_note(answer)
+    m = {"conflict_note": float(conflict), "cutoff_note": float(cutoff)}
+    due = expected_note(item)
+    if due == "none":
+        m["note_false_rate"] = float(conflict or cutoff)
+    elif due == "conflict":
+        m["note_true_rate"] = float(conflict or error_flagged)
+    elif due == "cutoff":
+        m["note_true_rate"] = float(cutoff)
+    return m
 
 
 def label_metrics(label: M.Label, suffix: str = "") -> dict[str, float]:

@@ -11,6 +11,7 @@ import string
 import unicodedata
 from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
+from functools import lru_cache
 from typing import Any, Literal
 
 import numpy as np
@@ -194,56 +195,44 @@ def numeric_match(prediction: str, gold: Any, scale: str = "") -> bool:
 # ---- generation overlap -------------------------------------------------------------------------------------------
 
 
-def _tokens(s: str, lang: str) -> list[str]:
-    return zh_segments(s) if lang == "zh" else normalize_answer(s).split()
+class _ZhTokenizer:
+    """rouge-score's tokenizer keeps only [a-z0-9] and so drops every Chinese character: Chinese is scored on the
+    same segments as character F1 (each Han character, each Latin word or number)."""
+
+    def tokenize(self, text: str) -> list[str]:
+        return zh_segments(text)
 
 
-def _lcs(a: Sequence[str], b: Sequence[str]) -> int:
-    prev = [0] * (len(b) + 1)
-    for x in a:
-        cur = [0]
-        for j, y in enumerate(b):
-            cur.append(prev[j] + 1 if x == y else max(prev[j + 1], cur[j]))
-        prev = cur
-    return prev[-1]
+@lru_cache(maxsize=2)
+def _rouge_scorer(lang: str) -> Any:
+    from rouge_score import rouge_scorer
+
+    # No stemming: the default of Hugging Face `evaluate`, so our figures compare with theirs.
+    return rouge_scorer.RougeScorer(["rougeL"], use_stemmer=False, tokenizer=_ZhTokenizer() if lang == "zh" else None)
 
 
 def rouge_l(prediction: str, references: str | Sequence[str], lang: str = "en") -> float:
-    """ROUGE-L F1 (longest common subsequence of tokens), the best over the references."""
-    pred = _tokens(prediction, lang)
-    best = 0.0
-    for ref in _golds(references):
-        r = _tokens(ref, lang)
-        lcs = _lcs(pred, r) if pred and r else 0
-        if lcs:
-            p, rec = lcs / len(pred), lcs / len(r)
-            best = max(best, 2 * p * rec / (p + rec))
-    return best
-
-
-def bleu(prediction: str, references: str | Sequence[str], lang: str = "en", max_n: int = 4) -> float:
-    """Sentence BLEU with add-one smoothing of the 2..n-gram precisions (Lin and Och 2004), brevity penalty."""
-    if max_n < 1:
-        raise ValueError(f"max_n must be >= 1, got {max_n}")
-    pred = _tokens(prediction, lang)
-    refs = [_tokens(r, lang) for r in _golds(references)]
-    if not pred or not any(refs):
+    """ROUGE-L F1 from `rouge-score` (Google's implementation), the best over the references."""
+    refs = [r for r in _golds(references) if r.strip()]
+    if not prediction.strip() or not refs:
         return 0.0
-    log_p = 0.0
-    for n in range(1, max_n + 1):
-        grams = Counter(tuple(pred[i : i + n]) for i in range(len(pred) - n + 1))
-        max_ref: Counter[tuple[str, ...]] = Counter()
-        for r in refs:
-            max_ref |= Counter(tuple(r[i : i + n]) for i in range(len(r) - n + 1))
-        clipped = sum(min(c, max_ref[g]) for g, c in grams.items())
-        total = max(len(pred) - n + 1, 0)
-        add = 1 if n > 1 else 0
-        if clipped + add == 0 or total + add == 0:
-            return 0.0
-        log_p += math.log((clipped + add) / (total + add)) / max_n
-    r_len = min((len(r) for r in refs), key=lambda x: (abs(x - len(pred)), x))
-    bp = 1.0 if len(pred) > r_len else math.exp(1 - r_len / len(pred))
-    return bp * math.exp(log_p)
+    return float(_rouge_scorer(lang).score_multi(refs, prediction)["rougeL"].fmeasure)
+
+
+def bleu(prediction: str, references: str | Sequence[str], lang: str = "en") -> float:
+    """Sentence BLEU from `sacrebleu` (its `zh` tokenizer for Chinese, `13a` otherwise; exponential smoothing, the
+    sentence_bleu default), on a 0-1 scale."""
+    refs = [r for r in _golds(references) if r.strip()]
+    if not prediction.strip() or not refs:
+        return 0.0
+    return float(_bleu_scorer(lang).sentence_score(prediction, refs).score) / 100.0
+
+
+@lru_cache(maxsize=2)
+def _bleu_scorer(lang: str) -> Any:
+    from sacrebleu.metrics import BLEU
+
+    return BLEU(tokenize="zh" if lang == "zh" else "13a", effective_order=True)
 
 
 # ---- refusal, RGB, CRAG --------------------------------------------------------------------------------------------

@@ -468,7 +468,9 @@ def run_qa(run: QARun, settings: Any) -> int:
     name = run.collection or collection_name(ds.name, embedder)
     chunking = ChunkingSettings(levels=settings.chunk_levels, overlap=settings.chunk_overlap)
     print(f"{ds.name}: {len(items)} of {len(dataset.items)} questions; collection {name!r}", file=sys.stderr)
-    built = build_collection(ds, settings.data_dir, name, embedder, chunking, run.out / "corpus",
+    # Rendered documents (TAT-QA tables) go beside the collection, not into the run folder: run folders are
+    # committed, and the data sets' text must not be copied into the repository wholesale.
+    built = build_collection(ds, settings.data_dir, name, embedder, chunking, settings.data_dir / "eval-corpus" / name,
                              settings.ingest_workers)
     print(f"ingest: {built.summary} in {built.seconds:.1f}s", file=sys.stderr)
     items_path = run.out / "items.jsonl"
@@ -522,6 +524,43 @@ def run_qa(run: QARun, settings: Any) -> int:
     report.write_run(run.out, agg, selected)
     print(report.summary_text(agg))
     return check_fail_under(agg, run.fail_under)
+
+
+def rescore(run_dir: Path, out: Path, seed: int = 0) -> dict[str, Any]:
+    """Score a run's stored answers again with today's rule metrics (BLEU, ROUGE-L, the note rates...) into `out`,
+    without asking anything: the answers, judge verdicts, retrieval figures and latencies stay as they were. The
+    items come from the data set named in the run's run.json, matched by id."""
+    from eval import report
+
+    fp = json.loads((run_dir / "run.json").read_text(encoding="utf-8"))
+    opts: dict[str, Any] = dict(fp.get("options") or {})  # as run.json stores them: a path as text, tuples as lists
+    if opts.get("corpus"):
+        opts["corpus"] = Path(opts["corpus"])
+    if "noise_ratios" in opts:
+        opts["noise_ratios"] = tuple(opts["noise_ratios"])
+    options = DatasetOptions(**opts)
+    by_id = {i.id: i for i in load_dataset(fp["dataset"], options).items}
+    records = list(read_items(run_dir / "items.jsonl").values())
+    missing = [r["id"] for r in records if r["id"] not in by_id]
+    if missing:
+        raise ValueError(f"{len(missing)} items of {run_dir} are not in {fp['dataset']}, e.g. {missing[0]!r}")
+    for r in records:
+        if r.get("raw") is not None:
+            v = rule_verdict(by_id[r["id"]], r["raw"].get("answer", ""), r["raw"].get("status", ""))
+            r["metrics"] = {**r["metrics"], **v.metrics}
+            r["verdicts"]["rule"] = {"label": v.label, "rationale": v.rationale}
+    agg_path = run_dir / "aggregate.json"  # absent while a run is unfinished: its items so far are rescored
+    old = json.loads(agg_path.read_text(encoding="utf-8")) if agg_path.exists() else {}
+    meta = {**old.get("meta", {}), "rescored_from": str(run_dir),
+            "rescored_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds")}
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "run.json").write_text(json.dumps(fp, indent=2, ensure_ascii=False), encoding="utf-8")
+    with (out / "items.jsonl").open("w", encoding="utf-8") as f:
+        for r in records:
+            f.write(json.dumps(r, ensure_ascii=False, default=str) + "\n")
+    agg = report.aggregate(records, meta, seed=seed)
+    report.write_run(out, agg, records)
+    return agg
 
 
 def check_fail_under(agg: dict[str, Any], thresholds: Sequence[tuple[str, float]]) -> int:

@@ -5,16 +5,17 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from collections.abc import Sequence
 from pathlib import Path
 
 from ingest.chunking import ChunkingSettings
 from ingest.dates import parse_user_date
-from ingest.language import resolve_embedder
+from ingest.language import AUTO, resolve_embedder
 from ingest.parsers.archive import ArchiveLimits
 from ingest.pipeline import FileResult, IngestOptions, Ingestor, IngestReport
+from retrieval.backend import LOCAL, BackendConfig
 from retrieval.collection import Collection
 from retrieval.embedders import Embedder, get_embedder
-from retrieval.manifest import Manifest
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -31,30 +32,42 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def open_collection(
-    data_dir: Path, name: str, embedder: Embedder, chunking: ChunkingSettings, create: bool
+    data_dir: Path, name: str, embedder: Embedder, chunking: ChunkingSettings, create: bool,
+    backend: BackendConfig = LOCAL,
 ) -> Collection:
     """Open (or create) a collection, refusing one built with another embedder or chunking.
 
     `embedder` is loaded here (its dimension goes into the manifest); once the collection is open it is the
     collection's own model, so callers embed with this same object rather than loading another."""
     embedder.load()
-    return Collection(data_dir, name).open(
+    return Collection(data_dir, name, backend).open(
         embedder=embedder.name, dim=embedder.dim, chunking=chunking.to_manifest(), create=create
     )
 
 
-def resolve_chunking(data_dir: Path, name: str, chunking: ChunkingSettings) -> ChunkingSettings:
+def resolve_chunking(
+    data_dir: Path, name: str, chunking: ChunkingSettings, backend: BackendConfig = LOCAL
+) -> ChunkingSettings:
     """The chunking to ingest `name` with: an existing collection keeps the one its manifest pins (the chunk-level
     settings are for new collections), unless this code cannot cut chunks that way; open_collection then refuses."""
-    path = Collection(data_dir, name).root / "manifest.json"
-    pinned = ChunkingSettings.from_manifest(Manifest.read(path).chunking) if path.exists() else None
+    manifest = Collection(data_dir, name, backend).stored_manifest()
+    pinned = ChunkingSettings.from_manifest(manifest.chunking) if manifest else None
     return pinned or chunking
+
+
+def resolve_spec(
+    data_dir: Path, name: str, spec: str, paths: Sequence[Path], backend: BackendConfig = LOCAL
+) -> str:
+    """The embedder to open `name` with: for "auto", the one its manifest pins (on any backend), else as
+    ingest.language.resolve_embedder chooses for new collections."""
+    manifest = Collection(data_dir, name, backend).stored_manifest() if spec == AUTO else None
+    return manifest.embedder if manifest else resolve_embedder(data_dir, name, spec, paths)
 
 
 def run(
     args: argparse.Namespace, *, data_dir: Path, collection: str, embedder_spec: str, chunking: ChunkingSettings,
     max_bytes: int, workers: int, near_dup_threshold: float, batch_chunks: int = 512, max_file_tokens: int = 0,
-    archive: ArchiveLimits | None = None,
+    archive: ArchiveLimits | None = None, backend: BackendConfig = LOCAL,
 ) -> int:
     meta = {}
     for kv in args.meta:
@@ -69,11 +82,11 @@ def run(
         print(f"error: {e}", file=sys.stderr)
         return 2
     name = args.collection or collection
-    col = Collection(data_dir, name)
+    col = Collection(data_dir, name, backend)
     with col.write_lock():
-        embedder = get_embedder(resolve_embedder(data_dir, name, embedder_spec, args.paths))
-        chunking = resolve_chunking(data_dir, name, chunking)
-        col = open_collection(data_dir, name, embedder, chunking, create=True)
+        embedder = get_embedder(resolve_spec(data_dir, name, embedder_spec, args.paths, backend))
+        chunking = resolve_chunking(data_dir, name, chunking, backend)
+        col = open_collection(data_dir, name, embedder, chunking, create=True, backend=backend)
         options = IngestOptions(
             effective_date=date, authority=args.authority, metadata=meta, max_bytes=max_bytes,
             workers=args.workers if args.workers is not None else workers, ocr=not args.no_ocr,

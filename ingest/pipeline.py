@@ -31,6 +31,7 @@ from retrieval.analyzer import Analyzer
 from retrieval.collection import Collection
 from retrieval.embedders import Embedder
 from retrieval.store import NewChunk, NewSection, SourceRecord
+from retrieval.text import contextualize
 from retrieval.types import Document
 
 Status = Literal["added", "updated", "unchanged", "duplicate", "failed", "removed"]
@@ -368,7 +369,7 @@ class Ingestor:
             return []
         pending, self._pending, self._pending_chunks = self._pending, [], 0
         store = self.collection.store
-        texts = [_contextualize(p.doc.title, d.heading_path, d.text) for p in pending for d in p.drafts]
+        texts = [contextualize(p.doc.title, d.heading_path, d.text) for p in pending for d in p.drafts]
         t = time.perf_counter()
         vecs = self.embedder.embed_documents(texts) if texts else np.zeros((0, self.embedder.dim), np.float32)
         report.timings["embed"] += time.perf_counter() - t
@@ -469,13 +470,6 @@ def _mime_of(path: Path) -> str:
     import mimetypes
 
     return mimetypes.guess_type(path.name)[0] or "application/octet-stream"
-
-
-def _contextualize(title: str, heading_path: tuple[str, ...], text: str) -> str:
-    """What embedding and BM25 see: the chunk with its document title and nearest heading, which it often lacks."""
-    head = heading_path[-1] if heading_path else ""
-    prefix = title if not head or head == title else f"{title} / {head}"
-    return f"{prefix}\n{text}" if prefix and not text.startswith(prefix) else text
 
 
 def parsed_from_text(title: str, text: str) -> ParsedDocument:

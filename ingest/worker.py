@@ -16,15 +16,18 @@ import time
 from contextlib import ExitStack
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ingest.chunking import ChunkingSettings
-from ingest.jobs import Claim, JobQueue, LeaseLost, worker_name
-from ingest.language import resolve_embedder
+from ingest.jobs import Claim, LeaseLost, worker_name
 from ingest.parsers.archive import ArchiveLimits
 from ingest.pipeline import FileResult, IngestOptions, Ingestor
+from retrieval.backend import LOCAL, BackendConfig
 from retrieval.collection import Collection, CollectionLocked
 from retrieval.embedders import Embedder, get_embedder
+
+if TYPE_CHECKING:
+    from ingest.pg_jobs import Queue
 
 log = logging.getLogger("ragqa.worker")
 
@@ -40,6 +43,7 @@ class WorkerConfig:
     poll_s: float = 0.5
     max_file_tokens: int = 0  # a longer file fails, so that one file cannot hold the worker for long (0: no limit)
     archive: ArchiveLimits = ArchiveLimits()
+    backend: BackendConfig = LOCAL  # where the collections live (retrieval/backend.py)
 
     def __post_init__(self) -> None:
         if self.lease_s < 1.0:
@@ -57,7 +61,7 @@ class _Cancel(Exception):
 
 
 class Worker:
-    def __init__(self, queue: JobQueue, config: WorkerConfig, name: str | None = None) -> None:
+    def __init__(self, queue: Queue, config: WorkerConfig, name: str | None = None) -> None:
         self.queue = queue
         self.config = config
         self.name = name or worker_name()
@@ -126,7 +130,7 @@ class Worker:
     def _ingest(
         self, claim: Claim, lost: threading.Event, cancel: threading.Event, results: list[FileResult]
     ) -> dict[str, Any]:
-        from ingest.cli import open_collection, resolve_chunking
+        from ingest.cli import open_collection, resolve_chunking, resolve_spec
         from ingest.walk import walk_paths
 
         job = claim.job
@@ -152,13 +156,14 @@ class Worker:
             if stopping:
                 raise _Stop()
 
-        col = Collection(self.config.data_dir, job.collection)
+        cfg = self.config
+        col = Collection(cfg.data_dir, job.collection, cfg.backend)
         with self._write_lock(col, cancel):
-            spec = resolve_embedder(self.config.data_dir, job.collection, self.config.embedder_spec,
-                                    [Path(x) for x in job.paths])
+            spec = resolve_spec(cfg.data_dir, job.collection, cfg.embedder_spec, [Path(x) for x in job.paths],
+                                cfg.backend)
             embedder = self._embedder(spec)  # loaded once per worker, not once per job
-            chunking = resolve_chunking(self.config.data_dir, job.collection, self.config.chunking)
-            col = open_collection(self.config.data_dir, job.collection, embedder, chunking, create=True)
+            chunking = resolve_chunking(cfg.data_dir, job.collection, cfg.chunking, cfg.backend)
+            col = open_collection(cfg.data_dir, job.collection, embedder, chunking, create=True, backend=cfg.backend)
             try:
                 options = IngestOptions(
                     effective_date=opts.get("date"), authority=opts.get("authority"),

@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from retrieval.store import Store
+from retrieval.backend import DocumentStore
 from retrieval.types import Chunk, ScoredChunk
 
 
@@ -39,7 +39,7 @@ def join_chunks(chunks: Sequence[Chunk]) -> str:
 
 
 def expand(
-    store: Store,
+    store: DocumentStore,
     hits: Sequence[ScoredChunk],
     budget_tokens: int = 2000,
     max_passage_tokens: int = 512,
@@ -73,7 +73,7 @@ def expand(
     return out
 
 
-def _section(store: Store, hit: ScoredChunk, cap: int, covered: set[int]) -> Passage | None:
+def _section(store: DocumentStore, hit: ScoredChunk, cap: int, covered: set[int]) -> Passage | None:
     c = hit.chunk
     if c.section_id is None:
         return None
@@ -87,7 +87,7 @@ def _section(store: Store, hit: ScoredChunk, cap: int, covered: set[int]) -> Pas
     return Passage(hit, text, ids or (c.chunk_id,), tokens, "section")
 
 
-def _neighbors(store: Store, hit: ScoredChunk, cap: int, n: int, covered: set[int]) -> Passage:
+def _neighbors(store: DocumentStore, hit: ScoredChunk, cap: int, n: int, covered: set[int]) -> Passage:
     c = hit.chunk
     doc = store.doc_chunks(c.doc_id, c.level)
     pos = next((i for i, x in enumerate(doc) if x.chunk_id == c.chunk_id), None)

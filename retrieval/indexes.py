@@ -11,14 +11,18 @@ import json
 import os
 import shutil
 import threading
+import time
 from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
 
+from retrieval.backend import DocumentStore
 from retrieval.bm25 import BM25Index
 from retrieval.dense import DenseIndex
-from retrieval.store import Store
+from retrieval.store import SearchFilter
+
+Hits = list[tuple[int, float]]  # (chunk id, score), best first
 
 POINTER = "indexes.json"
 
@@ -28,7 +32,7 @@ class IndexSet:
     IVF_THRESHOLD = 50_000
 
     def __init__(
-        self, root: Path, store: Store, dim: int, levels: Sequence[int], k1: float, b: float,
+        self, root: Path, store: DocumentStore, dim: int, levels: Sequence[int], k1: float, b: float,
         ivf_threshold: int = IVF_THRESHOLD,
     ) -> None:
         self.ivf_threshold = ivf_threshold
@@ -69,16 +73,7 @@ class IndexSet:
             changes = self.store.changes_since(self.seq)
             if not changes:
                 return 0
-            # Net effect: a chunk added then removed within the window never needs to touch the index.
-            added: dict[int, int] = {}
-            removed: dict[int, int] = {}
-            for _seq, op, cid, level in changes:
-                if op == "add":
-                    added[cid] = level
-                elif cid in added:
-                    del added[cid]
-                else:
-                    removed[cid] = level
+            added, removed = net_changes(changes)
             for level in self.levels:
                 gone = [c for c, lv in removed.items() if lv == level]
                 if gone:
@@ -97,6 +92,36 @@ class IndexSet:
             self.seq = changes[-1][0]
             return len(added) + len(removed)
 
+    def hits(
+        self, level: int, query_vec: np.ndarray | None, query_text: str | None, query_tokens: Sequence[str], n: int,
+        flt: SearchFilter, timings: dict[str, float] | None = None,
+    ) -> tuple[Hits, Hits]:
+        """The top `n` dense and sparse candidates at `level` among the chunks `flt` admits (filtered before top-k).
+
+        The one search seam both index sets implement (retrieval/milvus_index.py is the other): a None `query_vec`
+        skips the dense side, a None `query_text` the sparse side. This one ranks `query_tokens` (the Analyzer's
+        terms) with its own BM25; Milvus analyses `query_text` itself. `timings` gets "filter", "dense", "sparse".
+        """
+        t = time.perf_counter()
+        allowed = None if flt.is_empty() else self.store.allowed_ids(level, flt)
+        if timings is not None:
+            timings["filter"] = time.perf_counter() - t
+        if allowed is not None and len(allowed) == 0:
+            return [], []
+        dense: Hits = []
+        sparse: Hits = []
+        if query_vec is not None:
+            t = time.perf_counter()
+            dense = self.dense[level].search(query_vec, n, allowed=allowed)
+            if timings is not None:
+                timings["dense"] = time.perf_counter() - t
+        if query_text is not None:
+            t = time.perf_counter()
+            sparse = self.sparse[level].search(query_tokens, n, allowed=allowed)
+            if timings is not None:
+                timings["sparse"] = time.perf_counter() - t
+        return dense, sparse
+
     def _upgrade_to_ivf(self) -> None:
         """Rebuild large flat levels as IVF, trained on all their vectors (from the store, the source of truth)."""
         for level in self.levels:
@@ -109,6 +134,9 @@ class IndexSet:
             ivf = DenseIndex(self.dim, kind="ivf")
             ivf.add(ids, np.vstack(vecs))
             self.dense[level] = ivf
+
+    def drop(self) -> None:
+        """Nothing outside the collection's folder: its snapshots go with the folder."""
 
     def snapshot(self) -> None:
         """Write the current state to disk (only the writing process calls this)."""
@@ -132,6 +160,23 @@ class IndexSet:
             os.replace(pointer_tmp, self.root / POINTER)
             _fsync_dir(self.root)
             collect_garbage(self.root, keep=name)
+
+
+def net_changes(changes: Sequence[tuple[int, str, int, int]]) -> tuple[dict[int, int], dict[int, int]]:
+    """The net effect of a stretch of the change log: {chunk id: level} added, and removed.
+
+    A chunk added then removed within the stretch never needs to touch an index.
+    """
+    added: dict[int, int] = {}
+    removed: dict[int, int] = {}
+    for _seq, op, cid, level in changes:
+        if op == "add":
+            added[cid] = level
+        elif cid in added:
+            del added[cid]
+        else:
+            removed[cid] = level
+    return added, removed
 
 
 def collect_garbage(root: Path, keep: str | None = None) -> None:

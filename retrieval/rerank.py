@@ -10,7 +10,7 @@ from __future__ import annotations
 import concurrent.futures as cf
 import math
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Protocol
@@ -95,44 +95,34 @@ class RemoteReranker:
 
 
 class LLMReranker:
-    """Pointwise yes/no with log-probabilities from any OpenAI-compatible chat server (llama.cpp, vLLM)."""
+    """Pointwise yes/no with log-probabilities from the answering model's server (llama.cpp, vLLM).
+
+    `ask` sends one prompt for one token with its top log-probabilities and returns the OpenAI response as a dict:
+    the app passes its one LLM client (`LLMClient.first_token_logprobs_sync`), so the re-ranker shares its retries
+    and its concurrency bound instead of opening connections of its own."""
 
     PROMPT = (
         "Passage:\n<<<\n{passage}\n>>>\n\nQuestion: {query}\n\n"
         "Does the passage contain the answer to the question? Reply with one word: yes or no."
     )
 
-    def __init__(self, base_url: str, model: str, api_key: str | None = None, timeout: float = 30.0,
-                 max_passage_chars: int = 1500) -> None:
-        root = base_url.rstrip("/")
-        self.url = (root if root.endswith("/v1") else root + "/v1") + "/chat/completions"
-        self.model = model
-        self.name = f"llm:{model}"
-        self.timeout = timeout
+    def __init__(self, ask: Callable[[str], Mapping[str, Any]], name: str, max_passage_chars: int = 1500) -> None:
+        self.ask = ask
+        self.name = name
         self.max_passage_chars = max_passage_chars
-        self.headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
 
     def scores(self, query: str, texts: Sequence[str]) -> list[float]:
-        import httpx
-
         out = []
-        with httpx.Client(timeout=self.timeout, headers=self.headers) as client:
-            for t in texts:
-                body = {
-                    "model": self.model, "max_tokens": 1, "temperature": 0.0, "logprobs": True, "top_logprobs": 10,
-                    "messages": [{"role": "user", "content": self.PROMPT.format(
-                        passage=t[: self.max_passage_chars], query=query)}],
-                }
-                try:
-                    r = client.post(self.url, json=body)
-                    r.raise_for_status()
-                    out.append(_p_yes(r.json()))
-                except (httpx.HTTPError, KeyError, IndexError, TypeError, ValueError) as e:
-                    raise RerankError(f"{self.url}: {type(e).__name__}: {e}") from e
+        for t in texts:
+            prompt = self.PROMPT.format(passage=t[: self.max_passage_chars], query=query)
+            try:
+                out.append(_p_yes(self.ask(prompt)))
+            except (KeyError, IndexError, TypeError, ValueError) as e:
+                raise RerankError(f"{self.name}: the server's answer has no usable log-probabilities: {e!r}") from e
         return out
 
 
-def _p_yes(resp: dict[str, Any]) -> float:
+def _p_yes(resp: Mapping[str, Any]) -> float:
     """P(yes) / (P(yes) + P(no)) from the first token's top log-probabilities."""
     first = resp["choices"][0]["logprobs"]["content"][0]
     yes = no = 0.0

@@ -66,32 +66,29 @@ class HybridRetriever:
         timings: dict[str, float] = {}
         t = time.perf_counter()
         idx.refresh()
+        timings["refresh"] = time.perf_counter() - t
         level = p.level if p.level is not None else min(idx.levels)
         if level not in idx.levels:
             raise UnknownLevel(f"level {level} not in this collection's levels {idx.levels}")
-        allowed = None if p.filter.is_empty() else self.collection.store.allowed_ids(level, p.filter)
-        timings["filter"] = time.perf_counter() - t
-        if allowed is not None and len(allowed) == 0:
-            self.last_timings = timings
-            return []
         n = max(p.candidates, top_k)
-        lists: list[list[tuple[int, float]]] = []
-        weights: list[float] = []
-        dense_hits: list[tuple[int, float]] = []
-        sparse_hits: list[tuple[int, float]] = []
+        qv = None
         if p.mode in ("hybrid", "dense"):
             t = time.perf_counter()
             qv = query_vector if query_vector is not None else self.embedder.embed_query(query)
             timings["embed"] = time.perf_counter() - t
-            t = time.perf_counter()
-            dense_hits = idx.dense[level].search(qv, n, allowed=allowed)
-            timings["dense"] = time.perf_counter() - t
+        use_sparse = p.mode in ("hybrid", "sparse")
+        tokens = self.analyzer.tokenize(query) if use_sparse else []
+        # One call into whichever index set the collection has (local FAISS + BM25, or Milvus): the filter is applied
+        # there, before top-k; fusion below is shared.
+        dense_hits, sparse_hits = idx.hits(
+            level, qv, query if use_sparse else None, tokens, n, p.filter, timings=timings
+        )
+        lists: list[list[tuple[int, float]]] = []
+        weights: list[float] = []
+        if qv is not None:
             lists.append(dense_hits)
             weights.append(p.weights[0])
-        if p.mode in ("hybrid", "sparse"):
-            t = time.perf_counter()
-            sparse_hits = idx.sparse[level].search(self.analyzer.tokenize(query), n, allowed=allowed)
-            timings["sparse"] = time.perf_counter() - t
+        if use_sparse:
             lists.append(sparse_hits)
             weights.append(p.weights[1])
         t = time.perf_counter()

@@ -84,3 +84,14 @@ def markers(text: str) -> list[int]:
 
 def strip_markers(text: str) -> str:
     return _MARKER.sub("", text).strip()
+
+
+def contextualize(title: str, heading_path: tuple[str, ...], text: str) -> str:
+    """What embedding and BM25 see: the chunk with its document title and nearest heading, which it often lacks.
+
+    Ingest embeds and indexes this; the Milvus index rebuilds each chunk's BM25 text from the store with it, so
+    both backends rank the same words.
+    """
+    head = heading_path[-1] if heading_path else ""
+    prefix = title if not head or head == title else f"{title} / {head}"
+    return f"{prefix}\n{text}" if prefix and not text.startswith(prefix) else text

@@ -53,3 +53,37 @@ def sample_data_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     assert report["summary"]["failed"] == 0 and report["summary"]["added"] >= 15, report["summary"]
     (data / "ingested-offline").write_text("yes" if offline else "no")
     return data
+
+
+@pytest.fixture(scope="session")
+def pg_url():  # type: ignore[no-untyped-def]
+    """A fresh PostgreSQL database for this test run (dropped afterwards), for the distributed backend's tests.
+
+    The server: RAGQA_TEST_POSTGRES_URL, default postgresql://postgres@127.0.0.1:5432/test (trust auth). Without one
+    (or without psycopg) the tests that need it skip, saying so."""
+    import secrets
+
+    admin = os.environ.get("RAGQA_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test")
+    try:
+        import psycopg
+        from psycopg import sql
+    except ImportError:
+        pytest.skip("psycopg is not installed: pip install -e '.[distributed]' (make install does)")
+    try:
+        conn = psycopg.connect(admin, autocommit=True, connect_timeout=3)
+    except psycopg.OperationalError as e:
+        pytest.skip(f"no PostgreSQL at {admin} ({str(e).strip().splitlines()[0]}): start one, e.g. "
+                    "`sudo service postgresql start` or `docker run -d -p 5432:5432 -e POSTGRES_HOST_AUTH_METHOD=trust "
+                    "postgres:15`, or point RAGQA_TEST_POSTGRES_URL at one")
+    name = f"ragqa_test_{os.getpid()}_{secrets.token_hex(4)}"
+    with conn:
+        conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+    url = psycopg.conninfo.make_conninfo(admin, dbname=name)
+    try:
+        yield url
+    finally:
+        from retrieval.pg_store import close_pools
+
+        close_pools()
+        with psycopg.connect(admin, autocommit=True) as conn:
+            conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))

@@ -21,8 +21,9 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def start_server(data: Path, port: int, extra_env: dict[str, str]) -> subprocess.Popen[bytes]:
-    """`ragqa serve` over `data` (default collection "kb"), returned once /healthz answers."""
+def start_server(data: Path, port: int, extra_env: dict[str, str], wait_s: float = 120) -> subprocess.Popen[bytes]:
+    """`ragqa serve` over `data` (default collection "kb"), returned once /healthz answers (with the embedded model,
+    after it started: give it `wait_s` of several minutes)."""
     env = dict(os.environ, RAGQA_DATA_DIR=str(data), RAGQA_COLLECTION="kb", PYTHONPATH=str(REPO), **extra_env)
     # The log goes to a file, not a pipe: a server logging many tracebacks would fill an unread pipe and freeze.
     log = data.parent / f"server-{port}.log"
@@ -31,7 +32,7 @@ def start_server(data: Path, port: int, extra_env: dict[str, str]) -> subprocess
             [sys.executable, "-m", "ragqa.cli", "serve", "--port", str(port)], env=env,
             stdout=subprocess.DEVNULL, stderr=sink,
         )
-    deadline = time.time() + 120
+    deadline = time.time() + wait_s
     while time.time() < deadline:
         if proc.poll() is not None:
             raise RuntimeError(log.read_text(errors="replace")[-3000:])
@@ -41,7 +42,7 @@ def start_server(data: Path, port: int, extra_env: dict[str, str]) -> subprocess
         except httpx.HTTPError:
             time.sleep(0.2)
     proc.kill()
-    raise RuntimeError("server did not start in 120 s")
+    raise RuntimeError(f"server did not start in {wait_s:g} s")
 
 
 def committed_sources(db: Path) -> int:

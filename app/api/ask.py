@@ -7,8 +7,10 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 from fastapi import APIRouter, Request
+from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import StreamingResponse
 
+from app.api.browse import conversation_store, remember, with_conversation
 from app.api.routes import ERRORS, Reader
 from app.api.schemas import AskIn, AskOut, ErrorOut
 from app.pipeline import AnswerPipeline, AskRequest
@@ -40,10 +42,14 @@ async def ask(body: AskIn, request: Request, key: Reader) -> Any:
     pipeline: AnswerPipeline = request.app.state.pipeline
     req = to_request(body, request.app.state.default_collection)
     key.check(req.collection)  # before admission and any LLM work
+    convs = conversation_store(request)
+    req = await run_in_threadpool(with_conversation, convs, req, body.conversation_id, key)
     admission = request.app.state.admission
     if not body.stream:
         async with admission.slot(request.receive):
-            return answer_dict(await pipeline.answer(req))
+            answer = await pipeline.answer(req)
+        await run_in_threadpool(remember, convs, body.conversation_id, req.collection, body.question, answer)
+        return {**answer_dict(answer), "conversation_id": body.conversation_id}
 
     # Admission is decided before the stream starts, so an overloaded server still answers 429, not a broken stream.
     slot = admission.slot(request.receive)
@@ -59,7 +65,10 @@ async def ask(body: AskIn, request: Request, key: Reader) -> Any:
                 elif ev["type"] == "status":
                     yield _sse("status", ev)
                 else:
-                    yield _sse("final", {"type": "final", **answer_dict(ev["answer"]), "revision": ev["revision"]})
+                    await run_in_threadpool(remember, convs, body.conversation_id, req.collection, body.question,
+                                            ev["answer"])
+                    yield _sse("final", {"type": "final", **answer_dict(ev["answer"]), "revision": ev["revision"],
+                                         "conversation_id": body.conversation_id})
         except Exception as e:  # the status line is gone; report in-band and end the stream
             yield _sse("error", {"type": "error", "detail": str(e)})
         finally:

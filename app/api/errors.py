@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import math
 from typing import Any
 
@@ -15,8 +16,11 @@ from app.admission import ClientDisconnected
 from app.errors import BadRequest, Conflict, Forbidden, NotFound, Overloaded, RagqaError, Unauthorized, Unavailable
 from app.llm.client import LLMError
 from app.uploads import UnsupportedUpload, UploadConflict, UploadTooLarge
+from retrieval.backend import BackendUnavailable
 from retrieval.manifest import ManifestMismatch
 from retrieval.search import UnknownLevel
+
+log = logging.getLogger("ragqa")
 
 # An error body is bounded whatever the request held: a message, each echoed input, and the number of errors listed.
 MAX_DETAIL_CHARS = 2000
@@ -35,6 +39,7 @@ _STATUS: list[tuple[type[Exception], int]] = [
     (ClientDisconnected, 499),  # nginx's "client closed request": no one reads it, the metrics and logs do
     (Overloaded, 429),
     (Unavailable, 503),
+    (BackendUnavailable, 503),
     (ManifestMismatch, 409),
     (UnknownLevel, 400),
     (LLMError, 502),
@@ -103,6 +108,21 @@ def install(app: FastAPI) -> None:
         return JSONResponse({"detail": json_safe(jsonable_encoder(validation_errors(exc.errors())))},
                             status_code=422)
 
+    async def database_down(request: Request, exc: Exception) -> JSONResponse:
+        # PostgreSQL lost mid-run (the distributed backend): a 503 the client may retry, never a 500. The log keeps
+        # psycopg's own words; the body does not, as they name hosts.
+        log.error("database error on %s %s: %r", request.method, request.url.path, exc)
+        return JSONResponse({"detail": "the database (PostgreSQL, RAGQA_POSTGRES_URL) is unavailable; retry shortly"},
+                            status_code=503, headers={"Retry-After": "5"})
+
     for cls, _ in _STATUS:
         app.add_exception_handler(cls, handler)
+    try:
+        import psycopg
+        import psycopg_pool
+    except ImportError:  # the distributed extra is not installed: no PostgreSQL to lose
+        pass
+    else:
+        for db_error in (psycopg.OperationalError, psycopg.InterfaceError, psycopg_pool.PoolTimeout):
+            app.add_exception_handler(db_error, database_down)
     app.add_exception_handler(RequestValidationError, invalid)

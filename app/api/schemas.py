@@ -7,7 +7,11 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from app.conversations import ID_PATTERN
+from app.errors import BadRequest
+
 ISO_DATE = r"^\d{4}-\d{2}-\d{2}$"
+CONVERSATION_ID = ID_PATTERN  # app/conversations.py
 
 
 def _valid_date(v: str | None) -> str | None:
@@ -149,6 +153,9 @@ class AskIn(RequestBody):
     degrade_to_retrieval: bool = Field(False, description="if the LLM is down, return sources without an answer")
     filters: FilterIn | None = None
     stream: bool = Field(False, description="Server-Sent Events: text deltas, then a final event")
+    conversation_id: str | None = Field(
+        None, pattern=CONVERSATION_ID, description="a server-side conversation (created on first use): its turns are "
+        "the history, and this question and its answer are added to it; not together with `history`")
 
     _as_of = field_validator("as_of")(_valid_date)
 
@@ -193,3 +200,106 @@ class AskOut(BaseModel):
     retrieved: list[RetrievedOut]
     trace: dict[str, object]
     usage: dict[str, int]
+    conversation_id: str | None = None
+
+
+# ---- browsing around an answer: chunks, conversations, feedback (app/api/browse.py) ---------------------------------
+
+
+class ChunkDetailOut(BaseModel):
+    chunk_id: int
+    collection: str
+    doc_id: str
+    doc_title: str
+    source_path: str
+    mime: str
+    text: str
+    kind: str
+    section_title: str | None = Field(description="the innermost heading above the chunk")
+    section_path: list[str] = Field(description="the headings above the chunk, outermost first")
+    page_start: int | None
+    page_end: int | None
+    effective_date: str | None
+    date_source: str
+    level: int
+    position: int
+    previous_chunk_id: int | None = Field(description="the chunk before this one in the document (same level)")
+    next_chunk_id: int | None
+    file_url: str = Field(description="the original file: GET it for the bytes")
+    highlights: list[tuple[int, int]] = Field(
+        default_factory=list, description="with `?quote=`: where the quote is in `text`, [start, end) characters")
+
+
+class FeedbackIn(RequestBody):
+    collection: str | None = Field(None, max_length=64)
+    question: str = Field(..., min_length=1, max_length=4000)
+    answer: str = Field(..., max_length=20_000)
+    rating: Literal["up", "down"]
+    comment: str | None = Field(None, max_length=4000)
+    conversation_id: str | None = Field(None, pattern=CONVERSATION_ID)
+    citations: list[dict[str, Any]] = Field(default_factory=list, max_length=50,
+                                            description="the answer's citations, as /ask returned them")
+
+
+class FeedbackOut(BaseModel):
+    feedback_id: int
+    created_at: str
+    collection: str
+    question: str
+    answer: str
+    rating: Literal["up", "down"]
+    comment: str | None
+    conversation_id: str | None
+    citations: list[dict[str, Any]]
+    key_name: str | None
+
+
+# ---- the OpenAI-compatible endpoint (app/api/openai_compat.py) -----------------------------------------------------
+
+
+class ContentPart(BaseModel):
+    model_config = ConfigDict(extra="allow")
+    type: str
+    text: str | None = Field(None, max_length=8000)
+
+
+class ChatMessage(BaseModel):
+    model_config = ConfigDict(extra="allow")  # name, tool_calls...: accepted, not used
+    role: Literal["system", "developer", "user", "assistant", "tool"]
+    content: str | list[ContentPart] | None = None
+
+    _unicode = field_validator("*")(_valid_unicode)
+
+    def text(self) -> str:
+        """The message's text; a part that is not text (an image) is 400: this model reads text only."""
+        if self.content is None or isinstance(self.content, str):
+            return self.content or ""
+        if bad := sorted({p.type for p in self.content if p.type != "text"}):
+            raise BadRequest(f"only text content is supported, got content parts of type {bad}")
+        return "".join(p.text or "" for p in self.content)
+
+
+class RagqaOptions(RequestBody):
+    """What /ask takes beyond the messages, in the request's `ragqa` field (the openai client: `extra_body`)."""
+
+    top_k: int = Field(6, ge=1, le=20)
+    as_of: str | None = Field(None, pattern=ISO_DATE)
+    max_rounds: int = Field(3, ge=1, le=5)
+    hyde: bool = False
+    multi_query: bool = False
+    filters: FilterIn | None = None
+
+    _as_of = field_validator("as_of")(_valid_date)
+
+
+class ChatCompletionIn(BaseModel):
+    # Clients send sampling parameters (temperature, top_p, seed, ...) that a grounded answer does not take: they are
+    # accepted and ignored rather than failing every off-the-shelf client.
+    model_config = ConfigDict(extra="ignore")
+    model: str = Field(..., min_length=1, max_length=64, description="the collection to answer from")
+    messages: list[ChatMessage] = Field(..., min_length=1, max_length=200)
+    stream: bool = False
+    stream_options: dict[str, Any] | None = None
+    n: int = Field(1, ge=1, le=1)
+    conversation_id: str | None = Field(None, pattern=CONVERSATION_ID)
+    ragqa: RagqaOptions | None = None

@@ -15,11 +15,14 @@ from fastapi import FastAPI, Request, Response
 from fastapi.concurrency import run_in_threadpool
 
 from app.admission import Admission
-from app.api import ask, errors
+from app.api import ask, browse, errors, openai_compat
 from app.api.auth import KeyRing
 from app.api.limits import BodyLimit
 from app.api.routes import router
-from app.components import build_llm, build_reranker, pipeline_config
+from app.api.web import router as web_router
+from app.components import backend_config, build_llm, build_reranker, pipeline_config
+from app.conversations import ConversationStore
+from app.feedback import FeedbackStore
 from app.llm.client import LLMClient
 from app.logs import new_request_id, request_id
 from app.metrics import MeteredPipeline, Metrics
@@ -27,7 +30,7 @@ from app.pipeline import AnswerPipeline
 from app.service import SearchService
 from app.settings import Settings
 from app.worker_supervisor import WorkerSupervisor
-from ingest.jobs import JobQueue
+from ingest.pg_jobs import Queue, open_job_queue
 
 if TYPE_CHECKING:
     from app.llm.embedded import EmbeddedLLMServer
@@ -38,7 +41,7 @@ log = logging.getLogger("ragqa")
 def create_app(settings: Settings, llm: LLMClient | None = None) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        svc = SearchService(settings.data_dir)
+        svc = SearchService(settings.data_dir, backend_config(settings))
         app.state.service = svc
         embedded: EmbeddedLLMServer | None = None
         if llm is None:
@@ -69,9 +72,13 @@ def create_app(settings: Settings, llm: LLMClient | None = None) -> FastAPI:
     app.state.api_keys = KeyRing(settings.api_keys)
     app.state.default_collection = settings.collection
     app.state.settings = settings
-    app.state.jobs = JobQueue.for_data_dir(settings.data_dir, settings.job_max_attempts)  # opened in the lifespan
+    # Opened in the lifespan.
+    app.state.jobs = open_job_queue(backend_config(settings), settings.data_dir, settings.job_max_attempts)
     app.state.metrics = Metrics(settings.data_dir, app.state.jobs)
     app.state.worker = None  # the embedded worker's supervisor, started in the lifespan
+    app.state.conversations = ConversationStore.for_data_dir(
+        settings.data_dir, settings.conversation_max_turns, settings.conversation_max_kb * 1024)
+    app.state.feedback = FeedbackStore.for_data_dir(settings.data_dir)
     app.add_middleware(
         BodyLimit, json_bytes=settings.max_body_kb * 1024, json_what=f"{settings.max_body_kb} KiB",
         upload_bytes=settings.max_upload_mb * 2**20, upload_what=f"{settings.max_upload_mb} MiB",
@@ -101,10 +108,13 @@ def create_app(settings: Settings, llm: LLMClient | None = None) -> FastAPI:
     errors.install(app)
     app.include_router(router)
     app.include_router(ask.router)
+    app.include_router(browse.router)
+    app.include_router(openai_compat.router)
+    app.include_router(web_router)  # the web page at / (app/web)
     return app
 
 
-def start_embedded_worker(settings: Settings, queue: JobQueue) -> WorkerSupervisor:
+def start_embedded_worker(settings: Settings, queue: Queue) -> WorkerSupervisor:
     """`ragqa worker` as a supervised child process with this server's settings (see app/worker_supervisor.py).
 
     It exits by itself if this process dies; stop it with `.stop()`.
@@ -113,6 +123,10 @@ def start_embedded_worker(settings: Settings, queue: JobQueue) -> WorkerSupervis
     for key, value in settings.model_dump(mode="json").items():
         if key in _WORKER_SETTINGS:
             env[f"RAGQA_{key.upper()}"] = value if isinstance(value, str) else json.dumps(value)
+    if settings.postgres_url is not None:  # a secret: model_dump masks it
+        env["RAGQA_POSTGRES_URL"] = settings.postgres_url.get_secret_value()
+    if settings.milvus_uri is not None:
+        env["RAGQA_MILVUS_URI"] = settings.milvus_uri
     cmd = [sys.executable, "-m", "ragqa.cli", "worker", "--parent-pid", str(os.getpid())]
     return WorkerSupervisor(cmd, env, queue, max_restarts_per_minute=settings.worker_max_restarts_per_minute).start()
 
@@ -120,5 +134,5 @@ def start_embedded_worker(settings: Settings, queue: JobQueue) -> WorkerSupervis
 _WORKER_SETTINGS = frozenset(
     """data_dir embedder chunk_levels chunk_overlap near_dup_threshold max_file_mb job_lease_s job_poll_s
     job_max_attempts log_format log_level ingest_max_file_tokens archive_max_unpacked_mb
-    archive_max_ratio""".split()  # noqa: SIM905
+    archive_max_ratio backend""".split()  # noqa: SIM905
 )

@@ -1,4 +1,5 @@
-"""One client for any OpenAI-compatible chat server: vLLM in production, llama.cpp's server when embedded.
+"""One client for any OpenAI-compatible chat server: vLLM in production, llama.cpp's server when embedded; the
+answer model, the judge and the LLM re-ranker all go through it (so one concurrency bound covers them all).
 
 Async first (the API awaits it); `chat_sync` / `models_sync` wrap it for scripts. Retries connect errors,
 timeouts, 5xx and 429 (honouring Retry-After) with exponential backoff and jitter; never a 4xx.
@@ -11,6 +12,7 @@ import json
 import logging
 import random
 import re
+import threading
 import weakref
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -55,14 +57,31 @@ class ChatResult:
     model: str
 
 
-@dataclass
-class _LoopState:
-    client: Any  # httpx.AsyncClient, imported lazily
-    sem: asyncio.Semaphore
+class _Limit:
+    """At most `n` requests in flight per client, across event loops and threads (the re-ranker calls from a
+    worker thread with its own loop; an asyncio.Semaphore would not bound it together with the answers).
+
+    Polls instead of blocking a thread so a cancelled waiter never holds a permit."""
+
+    def __init__(self, n: int) -> None:
+        self._sem = threading.BoundedSemaphore(n)
+
+    async def __aenter__(self) -> None:
+        while not self._sem.acquire(blocking=False):
+            await asyncio.sleep(0.005)
+
+    async def __aexit__(self, *exc: object) -> None:
+        self._sem.release()
 
 
 class LLMClient:
-    """An OpenAI-compatible chat client. Cheap to build: no connection until the first call.
+    """An OpenAI-compatible chat client on the official `openai` SDK. Cheap to build: no connection until the
+    first call.
+
+    The SDK does the HTTP, the SSE decoding and the typed responses; the retry policy stays ours (the SDK's own
+    retries are off): never a 4xx, Retry-After honoured only up to `retry_after_cap` (a server asking for
+    minutes is reported at once, not waited on), and a `diagnose` hook that names a known-dead server
+    instead of retrying it.
 
     `base_url` may end in /v1 or not. `structured_style` says how `json_schema` is sent: "openai"
     (response_format json_schema), "vllm" (structured_outputs), "both" (vLLM takes both and merges them), or
@@ -109,13 +128,12 @@ class LLMClient:
         self.backoff_base = backoff_base
         self.backoff_max = backoff_max
         self.retry_after_cap = retry_after_cap
-        self._headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
+        self._api_key = api_key
         # Why the server is known to be down (the embedded server's supervisor gave up): said instead of retrying.
         self.diagnose = diagnose
-        # httpx's async pool and asyncio.Semaphore belong to one event loop; chat_sync runs its own loop.
-        self._states: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _LoopState] = (
-            weakref.WeakKeyDictionary()
-        )
+        self._limit = _Limit(max_concurrency)
+        # The SDK's httpx pool belongs to one event loop; chat_sync and the re-ranker's thread run their own.
+        self._sdks: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, Any] = weakref.WeakKeyDictionary()
 
     def __repr__(self) -> str:
         return f"LLMClient(base_url={self.base_url!r}, model={self.model!r})"
@@ -133,16 +151,10 @@ class LLMClient:
     ) -> ChatResult:
         """One completion. LLMUnavailable when the server cannot be reached; LLMError for a refusal."""
         body = self.chat_body(
-            messages,
-            max_tokens=max_tokens,
-            temperature=temperature,
-            stop=stop,
-            json_schema=json_schema,
-            stream=False,
+            messages, max_tokens=max_tokens, temperature=temperature, stop=stop, json_schema=json_schema
         )
-        st = self._state()
-        async with st.sem:
-            resp = await self._send(st, "POST", "/chat/completions", body, stream=False)
+        async with self._limit:
+            resp = await self._send(body)
         return self._parse_chat(resp)
 
     async def stream_chat(
@@ -155,48 +167,49 @@ class LLMClient:
         json_schema: Mapping[str, Any] | None = None,
     ) -> AsyncIterator[str]:
         """Yield the text deltas as they arrive. Retries happen only before the first delta."""
-        import httpx
+        import openai
 
         body = self.chat_body(
-            messages,
-            max_tokens=max_tokens,
-            temperature=temperature,
-            stop=stop,
-            json_schema=json_schema,
+            messages, max_tokens=max_tokens, temperature=temperature, stop=stop, json_schema=json_schema,
             stream=True,
         )
-        st = self._state()
-        async with st.sem:
-            resp = await self._send(st, "POST", "/chat/completions", body, stream=True)
-            decoder = SSEDecoder()
+        async with self._limit:
+            stream = await self._send(body)
             try:
-                async for line in resp.aiter_lines():
-                    data = decoder.feed(line)
-                    if data is not None and data.strip() == "[DONE]":
-                        return
-                    if data is not None and (delta := self._delta(data)):
+                async for chunk in stream:
+                    if delta := self._delta(chunk):
                         yield delta
-                tail = decoder.flush()
-                if tail is not None and tail.strip() != "[DONE]" and (delta := self._delta(tail)):
-                    yield delta
-            except httpx.TransportError as e:
+            except openai.APIConnectionError as e:
                 raise LLMUnavailable(f"LLM server at {self.base_url} broke off the stream: {e!r}") from e
+            except openai.APIError as e:  # an `error` event inside the stream
+                raise LLMError(f"LLM server at {self.base_url} failed mid-stream: {e.message:.300}") from e
+            except ValueError as e:
+                raise LLMError(f"LLM server at {self.base_url} streamed invalid JSON: {e}") from e
             finally:
-                await resp.aclose()
+                await stream.close()
 
     async def models(self) -> list[str]:
         """The model names the server serves (GET /v1/models): a readiness check.
 
         Not bounded by max_concurrency: a probe must not queue behind long generations."""
-        st = self._state()
-        resp = await self._send(st, "GET", "/models", None, stream=False)
-        data = self._json(resp)
+        page = await self._retrying(lambda sdk: sdk.models.list(), "GET /models")
         try:
-            return [str(m["id"]) for m in data["data"]]
-        except (KeyError, TypeError) as e:
-            raise LLMError(
-                f"LLM server at {self.base_url} sent a malformed /models answer: {data!r:.300}"
-            ) from e
+            return [str(m.id) for m in page.data]
+        except (AttributeError, TypeError) as e:
+            raise LLMError(f"LLM server at {self.base_url} sent a malformed /models answer: {page!r:.300}") from e
+
+    async def first_token_logprobs(self, prompt: str, top: int = 10) -> dict[str, Any]:
+        """One user prompt, one generated token with its `top` alternatives' log-probabilities: the OpenAI
+        response as a plain dict (what a yes/no scorer such as the LLM re-ranker reads)."""
+        body = self.chat_body([{"role": "user", "content": prompt}], max_tokens=1)
+        body.update(logprobs=True, top_logprobs=top)
+        async with self._limit:
+            resp = await self._send(body)
+        return dict(resp.model_dump())
+
+    def first_token_logprobs_sync(self, prompt: str, top: int = 10) -> dict[str, Any]:
+        """`first_token_logprobs` for callers on a worker thread (the re-ranker); shares the concurrency bound."""
+        return asyncio.run(self._once(self.first_token_logprobs(prompt, top)))
 
     def chat_sync(self, messages: Sequence[Message], **kwargs: Any) -> ChatResult:
         """`chat` for scripts (not from inside a running event loop)."""
@@ -207,9 +220,9 @@ class LLMClient:
 
     async def aclose(self) -> None:
         """Close the connection pool of the running event loop."""
-        st = self._states.pop(asyncio.get_running_loop(), None)
-        if st is not None:
-            await st.client.aclose()
+        sdk = self._sdks.pop(asyncio.get_running_loop(), None)
+        if sdk is not None:
+            await sdk.close()
 
     def chat_body(
         self,
@@ -253,21 +266,25 @@ class LLMClient:
 
     # ---- internals --------------------------------------------------------------------------------------
 
-    def _state(self) -> _LoopState:
+    def _sdk(self) -> Any:
         import httpx
+        import openai
 
         loop = asyncio.get_running_loop()
-        st = self._states.get(loop)
-        if st is None:
-            client = httpx.AsyncClient(
+        sdk = self._sdks.get(loop)
+        if sdk is None:
+            sdk = openai.AsyncOpenAI(
                 base_url=self.base_url,
-                headers=self._headers,
+                # The SDK insists on a key; servers without auth (llama.cpp, a local vLLM) ignore the header.
+                api_key=self._api_key or "unused",
+                max_retries=0,
                 timeout=httpx.Timeout(self.timeout, connect=self.connect_timeout),
-                limits=httpx.Limits(max_connections=self.max_concurrency + 2),
+                http_client=openai.DefaultAsyncHttpxClient(
+                    limits=httpx.Limits(max_connections=self.max_concurrency + 2)
+                ),
             )
-            st = _LoopState(client=client, sem=asyncio.Semaphore(self.max_concurrency))
-            self._states[loop] = st
-        return st
+            self._sdks[loop] = sdk
+        return sdk
 
     async def _once(self, coro: Any) -> Any:
         try:
@@ -275,9 +292,19 @@ class LLMClient:
         finally:
             await self.aclose()
 
-    async def _send(self, st: _LoopState, method: str, path: str, body: Any, *, stream: bool) -> Any:
-        """One response with a status < 400, after retries; its body is unread when `stream`."""
-        import httpx
+    async def _send(self, body: dict[str, Any]) -> Any:
+        """A chat completion (a stream when body["stream"]): the SDK's typed answer, after our retries.
+
+        Keys the SDK does not model (structured_outputs, llama.cpp's response_format) travel in `extra_body`."""
+        known = {"model", "messages", "max_tokens", "temperature", "stream", "stop", "logprobs", "top_logprobs"}
+        args = {k: v for k, v in body.items() if k in known}
+        extra = {k: v for k, v in body.items() if k not in known}
+        return await self._retrying(
+            lambda sdk: sdk.chat.completions.create(**args, extra_body=extra or None), "POST /chat/completions"
+        )
+
+    async def _retrying(self, call: Callable[[Any], Any], what: str) -> Any:
+        import openai
 
         down = self.diagnose() if self.diagnose else None
         if down:
@@ -288,39 +315,32 @@ class LLMClient:
         for attempt in range(attempts):
             retry_after: float | None = None
             try:
-                request = st.client.build_request(method, path, json=body)
-                resp = await st.client.send(request, stream=stream)
-            except httpx.TransportError as e:  # connect refused, timeouts, a server dying mid-answer
-                last, status = f"{type(e).__name__}: {e}".rstrip(": "), None
-            else:
-                if resp.status_code < 400:
-                    return resp
-                status = resp.status_code
-                detail = await _error_detail(resp)
+                return await call(self._sdk())
+            except openai.APIStatusError as e:
+                status = e.status_code
+                detail = _error_detail(e)
                 if status != 429 and status < 500:
                     raise LLMError(
-                        f"LLM server at {self.base_url} refused {method} {path}: HTTP {status}: {detail}",
-                        status,
-                    )
+                        f"LLM server at {self.base_url} refused {what}: HTTP {status}: {detail}", status
+                    ) from e
                 last = f"HTTP {status}: {detail}"
-                retry_after = parse_retry_after(resp.headers.get("retry-after"))
+                retry_after = parse_retry_after(e.response.headers.get("retry-after"))
                 if retry_after is not None and retry_after > self.retry_after_cap:
                     raise LLMUnavailable(
                         f"LLM server at {self.base_url} asks to retry after {retry_after:.0f}s: {last}",
                         status,
                         retry_after,
-                    )
+                    ) from e
+            except openai.APIConnectionError as e:  # connect refused, timeouts, a server dying mid-answer
+                cause = e.__cause__ or e
+                last, status = f"{type(cause).__name__}: {cause}".rstrip(": "), None
+            except (openai.APIResponseValidationError, ValueError) as e:
+                raise LLMError(f"LLM server at {self.base_url} sent invalid JSON to {what}: {e}") from e
             if attempt + 1 < attempts:
                 delay = backoff_delay(attempt, self.backoff_base, self.backoff_max, retry_after)
                 log.warning(
-                    "LLM %s %s%s failed (%s); retry %d/%d in %.2fs",
-                    method,
-                    self.base_url,
-                    path,
-                    last,
-                    attempt + 1,
-                    self.max_retries,
-                    delay,
+                    "LLM %s at %s failed (%s); retry %d/%d in %.2fs",
+                    what, self.base_url, last, attempt + 1, self.max_retries, delay,
                 )
                 await asyncio.sleep(delay)
         down = self.diagnose() if self.diagnose else None
@@ -328,64 +348,22 @@ class LLMClient:
             down or f"LLM server at {self.base_url} unavailable after {attempts} attempt(s): {last}", status
         )
 
-    def _json(self, resp: Any) -> Any:
-        try:
-            return resp.json()
-        except ValueError as e:
-            raise LLMError(f"LLM server at {self.base_url} sent invalid JSON: {resp.text[:300]!r}") from e
-
     def _parse_chat(self, resp: Any) -> ChatResult:
-        data = self._json(resp)
         try:
-            choice = data["choices"][0]
-            text = choice["message"].get("content") or ""
-        except (KeyError, IndexError, TypeError, AttributeError) as e:
-            raise LLMError(f"LLM server at {self.base_url} sent no choice: {data!r:.300}") from e
-        u = data.get("usage") or {}
-        usage = Usage(int(u.get("prompt_tokens") or 0), int(u.get("completion_tokens") or 0))
-        return ChatResult(text, usage, choice.get("finish_reason"), str(data.get("model", self.model)))
+            choice = resp.choices[0]
+            text = choice.message.content or ""
+        except (IndexError, TypeError, AttributeError) as e:
+            raise LLMError(f"LLM server at {self.base_url} sent no choice: {resp!r:.300}") from e
+        u = resp.usage
+        usage = Usage(int(getattr(u, "prompt_tokens", 0) or 0), int(getattr(u, "completion_tokens", 0) or 0))
+        return ChatResult(text, usage, choice.finish_reason, str(resp.model or self.model))
 
-    def _delta(self, data: str) -> str:
+    def _delta(self, chunk: Any) -> str:
         try:
-            obj = json.loads(data)
-        except ValueError as e:
-            raise LLMError(f"LLM server at {self.base_url} streamed invalid JSON: {data[:300]!r}") from e
-        if isinstance(obj, dict) and "error" in obj:
-            raise LLMError(f"LLM server at {self.base_url} failed mid-stream: {obj['error']!r:.300}")
-        try:
-            choices = obj.get("choices") or []
-            return (choices[0].get("delta") or {}).get("content") or "" if choices else ""
+            choices = chunk.choices or []
+            return (choices[0].delta.content or "") if choices and choices[0].delta else ""
         except (AttributeError, IndexError, TypeError) as e:
-            raise LLMError(f"LLM server at {self.base_url} streamed a malformed chunk: {data[:300]!r}") from e
-
-
-class SSEDecoder:
-    """Incremental server-sent-events decoder: feed lines, get each event's data when the event ends.
-
-    Only `data:` fields matter for OpenAI streams: multi-line data joins with newlines; comments (`:`) and
-    other fields are skipped. An event ends at a blank line; call `flush()` at end of stream for a server
-    that omits the last blank line.
-    """
-
-    def __init__(self) -> None:
-        self._data: list[str] = []
-
-    def feed(self, line: str) -> str | None:
-        line = line.rstrip("\r\n")
-        if not line:
-            return self.flush()
-        if line.startswith(":"):
-            return None
-        field, _, value = line.partition(":")
-        if field == "data":
-            self._data.append(value[1:] if value.startswith(" ") else value)
-        return None
-
-    def flush(self) -> str | None:
-        if not self._data:
-            return None
-        data, self._data = "\n".join(self._data), []
-        return data
+            raise LLMError(f"LLM server at {self.base_url} streamed a malformed chunk: {chunk!r:.300}") from e
 
 
 def backoff_delay(attempt: int, base: float, cap: float, retry_after: float | None = None) -> float:
@@ -418,12 +396,9 @@ def parse_retry_after(value: str | None) -> float | None:
     return max(0.0, (when - datetime.now(UTC)).total_seconds())
 
 
-async def _error_detail(resp: Any) -> str:
-    try:
-        raw = await resp.aread()
-    finally:
-        await resp.aclose()
-    text = raw.decode("utf-8", "replace")
+def _error_detail(e: Any) -> str:
+    """The server's own words from an error answer: `error.message`, `detail`, or the raw body."""
+    text = e.response.text if getattr(e, "response", None) is not None else str(e)
     try:
         obj = json.loads(text)
         err = obj.get("error", obj.get("detail", obj)) if isinstance(obj, dict) else obj

@@ -23,10 +23,11 @@ import sys
 import tempfile
 import threading
 import time
-from collections import deque
 from pathlib import Path
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
+
+from app.restarts import RestartBudget, describe_exit
 
 if TYPE_CHECKING:
     from app.llm.client import LLMClient
@@ -73,20 +74,6 @@ REBUILD_HINT = (
 )
 
 
-def describe_exit(code: int | None) -> str:
-    """'exited with code 1', 'killed by signal SIGILL (illegal instruction)', ..."""
-    if code is None:
-        return "is still running"
-    if code >= 0:
-        return f"exited with code {code}"
-    try:
-        sig = signal.Signals(-code)
-    except ValueError:
-        return f"killed by signal {-code}"
-    what = _FATAL_SIGNALS.get(sig) or signal.strsignal(sig) or ""
-    return f"killed by signal {sig.name} ({what.lower()})" if what else f"killed by signal {sig.name}"
-
-
 def is_fatal(code: int | None) -> bool:
     return code is not None and code < 0 and -code in {int(s) for s in _FATAL_SIGNALS}
 
@@ -120,6 +107,7 @@ class EmbeddedLLMServer:
         log_path: Path | None = None,
         extra_args: tuple[str, ...] = (),
         self_test_tokens: int = 256,
+        lora_path: Path | None = None,
     ) -> None:
         if not 0 <= port <= 65535:
             raise ValueError(f"port must be 0..65535 (0 = pick a free one), got {port}")
@@ -146,6 +134,10 @@ class EmbeddedLLMServer:
         self._own_log = False  # a temp log we made: removed on a clean stop
         self.extra_args = tuple(extra_args)
         self.self_test_tokens = self_test_tokens
+        # A fine-tuned GGUF LoRA adapter (`ragqa finetune export --to gguf`); its sha256 is taken at start, so the
+        # log and `lora_sha256` say exactly which adapter answered.
+        self.lora_path = Path(lora_path) if lora_path is not None else None
+        self.lora_sha256: str | None = None
         self.restarts = 0  # successful restarts by the supervisor
         self.failure: str | None = None  # why the server cannot be kept running, with the log tail
         self.failure_summary: str | None = None  # the same without the log: what /readyz and /ask may say
@@ -153,7 +145,7 @@ class EmbeddedLLMServer:
         self._lock = threading.RLock()
         self._stopping = threading.Event()
         self._supervisor: threading.Thread | None = None
-        self._recent: deque[float] = deque()  # crash times within the last minute
+        self._budget = RestartBudget(max_restarts_per_minute)
 
     # ---- lifecycle --------------------------------------------------------------------------------------
 
@@ -166,6 +158,13 @@ class EmbeddedLLMServer:
                 raise FileNotFoundError(
                     f"model file {self.model_path} does not exist (see `ragqa models prepare`)"
                 )
+            if self.lora_path is not None:
+                if not self.lora_path.is_file():
+                    raise FileNotFoundError(f"LoRA adapter {self.lora_path} does not exist (RAGQA_LLM_LORA; "
+                                            "see `ragqa finetune export --to gguf`)")
+                self.lora_sha256 = sha256_file(self.lora_path)
+                log.info("embedded model %s with LoRA adapter %s (sha256 %s)", self.model_path.name,
+                         self.lora_path, self.lora_sha256)
             if self.port == 0:
                 self.port = _free_port(self.host)
             if self.log_path is None:
@@ -254,6 +253,7 @@ class EmbeddedLLMServer:
             # Logits for every prompt token are only needed for prompt logprobs, and cost prompt speed.
             "--logits_all",
             "false",
+            *(("--lora_path", str(self.lora_path)) if self.lora_path is not None else ()),
             *self.extra_args,
         ]
 
@@ -285,9 +285,10 @@ class EmbeddedLLMServer:
         # ggml's OpenMP barriers spin by default; on shared cores a spinning thread waits for a
         # descheduled one: generation fell from ~7 to ~0.3 tokens/s (bench/bench_llm.py, 2 busy cores).
         env.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+        lora = f", LoRA {self.lora_path} sha256 {self.lora_sha256}" if self.lora_path is not None else ""
         with self.log_path.open("ab") as logf:
             logf.write(
-                f"\n=== ragqa: llama_cpp.server starting at {time.strftime('%H:%M:%S')} ===\n".encode()
+                f"\n=== ragqa: llama_cpp.server starting at {time.strftime('%H:%M:%S')}{lora} ===\n".encode()
             )
             logf.flush()
             proc = subprocess.Popen(
@@ -396,18 +397,13 @@ class EmbeddedLLMServer:
 
     def _restart_with_backoff(self) -> None:
         while not self._stopping.is_set():
-            now = time.monotonic()
-            self._recent.append(now)
-            while self._recent and now - self._recent[0] > 60.0:
-                self._recent.popleft()
-            if len(self._recent) > self.max_restarts_per_minute:
-                self._fail(self._error(f"embedded LLM server crashed {len(self._recent)} times within a minute; "
+            if not self._budget.record_death():
+                self._fail(self._error(f"embedded LLM server crashed {self._budget.recent} times within a minute; "
                                        "not restarting."))
                 with self._lock:
                     self._proc = None
                 return
-            delay = min(10.0, 0.5 * 2 ** (len(self._recent) - 1))
-            if self._stopping.wait(delay):
+            if self._stopping.wait(self._budget.backoff_s()):
                 return
             try:
                 self._launch_and_wait()
@@ -427,6 +423,16 @@ def _wait_exit(proc: subprocess.Popen[bytes], timeout: float) -> int | None:
         return proc.wait(timeout=timeout)
     except subprocess.TimeoutExpired:
         return None
+
+
+def sha256_file(path: Path) -> str:
+    import hashlib
+
+    h = hashlib.sha256()
+    with path.open("rb") as f:
+        while block := f.read(8 * 2**20):
+            h.update(block)
+    return h.hexdigest()
 
 
 def _free_port(host: str) -> int:

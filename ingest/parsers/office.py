@@ -13,6 +13,7 @@ from ingest.elements import ImageRef, ParsedDocument
 from ingest.errors import CorruptFile
 from ingest.parsers.builder import DocBuilder, Source
 from ingest.parsers.htmlwalk import html_table_grid, make_soup
+from ingest.parsers.tables import is_caption
 
 _TEXT_KINDS = {
     "NarrativeText",
@@ -60,9 +61,14 @@ def parse_docx(src: Source) -> ParsedDocument:
     elements = partition_docx(
         file=io.BytesIO(src.data), include_page_breaks=False, infer_table_structure=True
     )
-    for el in elements:
+    caption = ""  # a "Table 2: ... (in thousands)" line right before a table goes with it
+    for i, el in enumerate(elements):
         kind = type(el).__name__
         text = el.text or ""
+        following = type(elements[i + 1]).__name__ if i + 1 < len(elements) else ""
+        if kind in ("Title", *_TEXT_KINDS) and following == "Table" and is_caption(text):
+            caption = " ".join(text.split())
+            continue
         if kind == "Title":
             if title_text is not None and text.strip() == title_text and b.count == 0:
                 b.heading(text, 0, kind="title")
@@ -73,8 +79,9 @@ def parse_docx(src: Source) -> ParsedDocument:
         elif kind == "Table":
             html = el.metadata.text_as_html
             table = make_soup(html).find("table") if html else None
-            if table is None or not b.add_table(html_table_grid(table)):
-                b.add("paragraph", text)
+            if table is None or not b.add_table(html_table_grid(table), caption=caption):
+                b.add("paragraph", f"{caption}\n{text}" if caption else text)
+            caption = ""
         elif kind == "Image":
             b.add("image", text, image=ImageRef(ref="picture", alt=text))
         elif kind in _TEXT_KINDS:

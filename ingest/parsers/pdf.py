@@ -15,6 +15,17 @@ from typing import Any
 from ingest.elements import ParsedDocument
 from ingest.errors import CorruptFile, EncryptedFile
 from ingest.parsers.builder import DocBuilder, Source
+from ingest.parsers.tables import (
+    PageTable,
+    continue_caption,
+    is_caption,
+    join,
+    joinable,
+    overlaps,
+    prefer_ruled,
+    ruled_grid,
+    stream_tables,
+)
 
 _PDF_DATE = re.compile(r"D?:?(\d{4})(\d\d)?(\d\d)?(\d\d)?(\d\d)?(\d\d)?\s*([Zz+\-])?\s*(\d\d)?'?(\d\d)?")
 _PAGE_NUMBER = re.compile(r"^(page\s*)?\d{1,4}(\s*(/|of)\s*\d{1,4})?$", re.IGNORECASE)
@@ -22,6 +33,7 @@ _HEADING_RATIO = 1.15  # a block this much larger than the body font is a headin
 _RENDER_SCALE = 2.0  # 144 dpi: enough for PP-OCR on ordinary print
 _MAX_RENDER_SIDE = 2000  # pixels; poster-sized pages at 144 dpi exhaust onnxruntime and gain nothing
 _MIN_TEXT_CHARS = 8  # fewer characters than this on a page: treat it as scanned
+_RUNNING_TEXT = 80  # characters: shorter blocks between a table's two halves are running headers or footers
 
 
 @dataclass
@@ -31,6 +43,7 @@ class _Block:
     text: str
     size: float = 0.0
     grid: list[list[str]] | None = None
+    caption: str = ""
 
 
 def pdf_date(value: Any) -> str | None:
@@ -51,7 +64,9 @@ def pdf_date(value: Any) -> str | None:
     return out
 
 
-def parse_pdf(src: Source) -> ParsedDocument:
+def parse_pdf(src: Source, *, tables: str = "auto") -> ParsedDocument:
+    """`tables`: "auto" (ruled, half-ruled and borderless tables, see ingest/parsers/tables.py) or "ruled"
+    (pdfplumber's line-based `find_tables()` only, the behaviour before issue 13, kept for the benchmark)."""
     import pdfplumber
 
     if b"%%EOF" not in src.data[-2048:]:
@@ -64,10 +79,11 @@ def parse_pdf(src: Source) -> ParsedDocument:
     b = DocBuilder()
     with pdf:
         _metadata(b, pdf.metadata or {})
+        found = _stream(src, pages, b) if tables != "ruled" else {}
         per_page: list[list[_Block]] = []
         for number, page in enumerate(pages, start=1):
             try:
-                per_page.append(_page_blocks(page))
+                per_page.append(_page_blocks(page, tables, found.get(number, [])))
             except Exception as e:
                 raise _classify(e, f"page {number}: ") from None
     weights: Counter[float] = Counter()
@@ -81,6 +97,8 @@ def parse_pdf(src: Source) -> ParsedDocument:
         i for i, blocks in enumerate(per_page, start=1) if sum(len(x.text) for x in blocks) < _MIN_TEXT_CHARS
     ]
     ocr_text = _ocr_pages(src, scanned, b) if scanned else {}
+    if tables != "ruled":
+        _join_across_pages(per_page)
     for number, blocks in enumerate(per_page, start=1):
         if number in ocr_text:
             for para in ocr_text[number]:
@@ -88,7 +106,7 @@ def parse_pdf(src: Source) -> ParsedDocument:
             continue
         for blk in blocks:
             if blk.grid is not None:
-                b.add_table(blk.grid, page=number)
+                b.add_table(blk.grid, page=number, caption=" ".join(blk.caption.split()))
             elif blk.size in levels:
                 b.heading(blk.text, levels[blk.size], page=number)
             else:
@@ -124,12 +142,25 @@ def _metadata(b: DocBuilder, info: dict[str, Any]) -> None:
             b.metadata[name] = " ".join(value.split())
 
 
-def _page_blocks(page: Any) -> list[_Block]:
+def _page_blocks(page: Any, strategy: str, found: list[PageTable]) -> list[_Block]:
     """Text blocks in pdfminer's reading order, each box split where the font size changes (a heading set
-    directly above its paragraph often lands in the same box), with tables inserted by position."""
+    directly above its paragraph often lands in the same box), with tables inserted by position.
+
+    `found`: the page's tables from camelot's stream mode ("auto"); a ruled table from pdfplumber is added where
+    none of those lies, and replaces them where its grid is the fuller one (tables.prefer_ruled). `strategy`
+    "ruled": pdfplumber's tables only, as extracted before issue 13."""
     from pdfminer.layout import LTChar, LTTextBox, LTTextLine
 
-    tables = [t for t in page.find_tables() if _real_table(t)]
+    tables = list(found)
+    for t in page.find_tables():
+        if not _real_table(t):
+            continue
+        raw = t.extract()
+        grid = ruled_grid(t) if strategy != "ruled" else [[c or "" for c in r] for r in raw]
+        rivals = [x for x in tables if overlaps(t.bbox, x.bbox)]
+        if not rivals or prefer_ruled(raw, [x.grid for x in rivals]):
+            tables = [x for x in tables if x not in rivals]
+            tables.append(PageTable(page.page_number, t.bbox, tuple(tuple(r) for r in grid)))
     bboxes = [t.bbox for t in tables]
     height = float(page.height or 1)
 
@@ -171,12 +202,42 @@ def _page_blocks(page: Any) -> list[_Block]:
                 continue
             blocks.append(_Block(top=top, x0=x0, text=text, size=size))
     for t in tables:
-        blk = _Block(
-            top=t.bbox[1], x0=t.bbox[0], text="", grid=[[c or "" for c in row] for row in t.extract()]
-        )
+        blk = _Block(top=t.bbox[1], x0=t.bbox[0], text="", grid=[list(r) for r in t.grid], caption=t.caption)
         at = next((i for i, x in enumerate(blocks) if x.top > blk.top), len(blocks))
+        above = blocks[at - 1] if at else None
+        if above is not None and above.grid is None and not blk.caption and is_caption(above.text):
+            # "Table 3 ... (in thousands)" travels with the table's every chunk
+            blk.caption, blk.grid = continue_caption(above.text, blk.grid or [])
+            blocks.pop(at - 1)
+            at -= 1
         blocks.insert(at, blk)
     return blocks
+
+
+def _stream(src: Source, pages: Any, b: DocBuilder) -> dict[int, list[PageTable]]:
+    try:
+        return stream_tables(src.data, [float(p.height or 0) for p in pages])
+    except Exception as e:  # camelot choking on a file pdfplumber reads: keep the ruled tables at least
+        b.warnings.append(f"borderless table detection failed ({type(e).__name__}); ruled tables only")
+        return {}
+
+
+def _join_across_pages(per_page: list[list[_Block]]) -> None:
+    """A table that ends one page and starts the next with as many columns is one table: the continuation's
+    rows move into it (running headers, footers and page numbers in between do not count)."""
+    carried: _Block | None = None  # a table joined from the page before that also ends this page
+    for n in range(len(per_page) - 1):
+        tail = [x for x in per_page[n] if x.grid is not None or len(x.text) > _RUNNING_TEXT]
+        head = [x for x in per_page[n + 1] if x.grid is not None or len(x.text) > _RUNNING_TEXT]
+        last = carried or (tail[-1] if tail else None)
+        carried = None
+        if last is None or last.grid is None or not head or head[0].grid is None:
+            continue
+        if not head[0].caption and joinable(last.grid, head[0].grid):  # a captioned table is a new one
+            last.grid = join(last.grid, head[0].grid)
+            per_page[n + 1].remove(head[0])
+            if len(head) == 1:
+                carried = last
 
 
 def _real_table(t: Any) -> bool:

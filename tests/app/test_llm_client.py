@@ -20,7 +20,6 @@ from app.llm.client import (
     LLMClient,
     LLMError,
     LLMUnavailable,
-    SSEDecoder,
     backoff_delay,
     parse_retry_after,
 )
@@ -124,14 +123,6 @@ def closed_port() -> Iterator[int]:
 
 
 # ---- pure helpers ----------------------------------------------------------------------------------------
-
-
-def test_sse_decoder_handles_multiline_comments_and_missing_final_blank_line() -> None:
-    d = SSEDecoder()
-    out = [d.feed(x) for x in [": ping", 'data: {"a":', "data:1}", "", "event: x", "data: [DONE]"]]
-    assert out == [None, None, None, '{"a":\n1}', None, None]
-    assert d.flush() == "[DONE]"
-    assert d.flush() is None
 
 
 def test_backoff_grows_with_jitter_and_honours_retry_after() -> None:
@@ -322,3 +313,30 @@ def test_invalid_json_body_is_llm_error() -> None:
         pytest.raises(LLMError, match="invalid JSON"),
     ):
         _client(srv.url).chat_sync(MSGS, max_tokens=4)
+
+
+def test_first_token_logprobs_feed_the_llm_reranker_under_the_same_bound() -> None:
+    """The re-ranker (a worker thread, its own event loop) and the answers share one client and one bound."""
+    from retrieval.rerank import LLMReranker
+
+    lp = {"content": [{"token": "yes", "logprob": -0.1, "top_logprobs": [
+        {"token": "yes", "logprob": -0.1}, {"token": "no", "logprob": -2.4}]}]}
+    body = {**_completion("yes"), "choices": [{"index": 0, "message": {"role": "assistant", "content": "yes"},
+                                               "finish_reason": "length", "logprobs": lp}]}
+    with FakeOpenAIServer([Reply(200, body, delay=0.2)]) as srv:
+        client = _client(srv.url, max_concurrency=1)
+        rr = LLMReranker(client.first_token_logprobs_sync, name="llm:ragqa")
+
+        async def answer_while_reranking() -> list[float]:
+            scores = asyncio.to_thread(rr.scores, "q", ["a", "b"])
+            try:
+                res = await asyncio.gather(scores, client.chat(MSGS, max_tokens=2))
+                return list(res[0])
+            finally:
+                await client.aclose()
+
+        got = asyncio.run(answer_while_reranking())
+    assert [round(s, 2) for s in got] == [0.91, 0.91]
+    assert srv.max_in_flight == 1
+    sent = [b for (_m, _p, b) in srv.requests if b and b.get("logprobs")]
+    assert len(sent) == 2 and sent[0]["top_logprobs"] == 10 and sent[0]["max_tokens"] == 1

@@ -86,6 +86,22 @@ def test_json_schema_gives_parseable_json(client: LLMClient) -> None:
     assert isinstance(obj["city"], str) and isinstance(obj["is_capital"], bool)
 
 
+def test_llm_reranker_on_the_embedded_server_falls_back_and_says_why(client: LLMClient) -> None:
+    """llama-cpp-python's server returns no log-probabilities (it would need logits_all, a cost on every prompt):
+    the LLM re-ranker, called through the app's client, keeps the fused order and names the cause. build_reranker
+    refuses this combination up front; this checks what happens if it is reached anyway."""
+    from retrieval.rerank import LLMReranker, rerank_or_keep
+    from retrieval.types import Chunk, ScoredChunk
+
+    rr = LLMReranker(client.first_token_logprobs_sync, name="llm:ragqa")
+    hits = [ScoredChunk(Chunk(chunk_id=i, doc_id="d", collection="c", text=t, level=128, position=i,
+                              section_id=None), 1.0 - i / 10)
+            for i, t in enumerate(["Bananas grow in the tropics.", "Paris is the capital of France."])]
+    out, info = rerank_or_keep(rr, "What is the capital of France?", hits, top_k=2, timeout=60)
+    assert info.fallback and "logprobs" in (info.error or "")
+    assert [h.chunk.chunk_id for h in out] == [0, 1]
+
+
 def test_supervisor_restarts_a_killed_server(server: EmbeddedLLMServer, client: LLMClient) -> None:
     old = server.pid
     assert old is not None

@@ -99,7 +99,7 @@ def test_a_killed_worker_is_restarted_and_its_job_and_new_uploads_finish(server:
     os.kill(first, signal.SIGKILL)
 
     second = _wait(lambda: len(p := _worker_pids(log)) > 1 and p[1], 60, "a new worker")
-    deaths = [r for r in _records(log) if "killed by SIGKILL" in r.get("msg", "")]
+    deaths = [r for r in _records(log) if "killed by signal SIGKILL" in r.get("msg", "")]
     assert deaths and f"pid {first}" in deaths[0]["msg"] and deaths[0]["level"] == "ERROR", deaths
     assert f"[{old}]" in deaths[0]["msg"]  # its job was handed back at once, not after the lease
     assert any(f"restarted (pid {second}, restart #1)" in r.get("msg", "") for r in _records(log))
@@ -107,7 +107,7 @@ def test_a_killed_worker_is_restarted_and_its_job_and_new_uploads_finish(server:
 
     ready = httpx.get(f"{base}/readyz", timeout=30)
     assert ready.status_code == 200 and ready.json()["worker"]["restarts"] == 1, ready.text
-    assert ready.json()["worker"]["last_death"] == f"pid {first} killed by SIGKILL"
+    assert ready.json()["worker"]["last_death"] == f"pid {first} killed by signal SIGKILL (killed)"
     assert _metric(base, "ragqa_worker_restarts_total") == 1.0 and _metric(base, "ragqa_worker_deaths_total") == 1.0
     assert _metric(base, "ragqa_worker_up") == 1.0
 

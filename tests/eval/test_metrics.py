@@ -61,14 +61,27 @@ def test_numeric_match_with_scale() -> None:
 
 
 def test_rouge_l_and_bleu() -> None:
-    # Normalised: pred [cat sat on mat], ref [cat on mat]: LCS 3, P = 3/4, R = 1, F = 6/7.
-    assert M.rouge_l("the cat sat on the mat", "the cat on the mat") == pytest.approx(6 / 7)
+    # rouge-score tokens (lower-cased, articles kept): [the cat sat on the mat] vs [the cat on the mat]: LCS 5,
+    # P = 5/6, R = 1, F = 10/11.
+    assert M.rouge_l("the cat sat on the mat", "the cat on the mat") == pytest.approx(10 / 11)
+    assert M.rouge_l("The Cat.", ["a dog", "the cat"]) == pytest.approx(1.0)  # the best reference
     assert M.rouge_l("", "the cat") == 0.0
+    # Chinese on characters (rouge-score's own tokenizer would drop every Han character): LCS 5 of 6 and 5.
+    assert M.rouge_l("猫坐在垫子上", "猫在垫子上", lang="zh") == pytest.approx(10 / 11)
     assert M.bleu("the quick brown fox jumps", "the quick brown fox jumps") == pytest.approx(1.0)
-    # Every n-gram precision is 1 (3- and 4-grams: (0+1)/(0+1)); BP = exp(1 - 4/2) for 2 tokens against 4.
-    assert M.bleu("cat sat", "cat sat on mat") == pytest.approx(math.exp(-1))
-    assert M.bleu("dog", "cat sat on mat") == 0.0  # no unigram in common: zero, smoothing is for n > 1 only
+    # sacrebleu, effective order: a 2-token hypothesis has 1- and 2-gram precision 1; BP = exp(1 - 4/2).
+    assert M.bleu("cat sat", "cat sat on mat") == pytest.approx(math.exp(-1), abs=1e-4)
+    assert M.bleu("dog", "cat sat on mat") == 0.0
     assert M.bleu("猫坐在垫子上", "猫坐在垫子上", lang="zh") == pytest.approx(1.0)
+    # The zh tokenizer splits Han characters: without it the whole sentence is one token and shares nothing.
+    assert M.bleu("猫坐在垫子上了", "猫坐在垫子上", lang="zh") > 0.5
+
+
+def test_bleu_is_sacrebleus_sentence_bleu() -> None:
+    import sacrebleu
+
+    hyp, refs = "The warranty covers the compressor for seven years.", ["The compressor is covered for seven years."]
+    assert M.bleu(hyp, refs) == pytest.approx(sacrebleu.sentence_bleu(hyp, refs).score / 100)
 
 
 def test_refusal_precision_recall() -> None:

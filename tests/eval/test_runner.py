@@ -188,3 +188,25 @@ def test_llm_judge_failure_is_recorded_then_judged_again_without_asking_again(
     agg = json.loads((out / "aggregate.json").read_text())
     assert agg["meta"]["judge"] == "llm:judge" and not agg["meta"]["judge_approximate"]
     assert "faithfulness_approx" not in agg["metrics"] and agg["metrics"]["accuracy_llm"]["value"] == 1.0
+
+
+def test_rescore_scores_stored_answers_again_without_asking(env: dict[str, str], fake: FakeLLMServer,
+                                                            tmp_path: Path) -> None:
+    run, again = tmp_path / "run", tmp_path / "rescored"
+    assert main(["eval", "qa", "--dataset", env["DATASET"], "--out", str(run)]) == 0
+    # An older run's items: no note metrics yet, and a stale BLEU.
+    old = _items(run)
+    for r in old.values():
+        r["metrics"] = {k: v for k, v in r["metrics"].items() if "note" not in k} | {"bleu": 0.123}
+    (run / "items.jsonl").write_text("".join(json.dumps(r) + "\n" for r in old.values()))
+    n = len(fake.requests)
+    assert main(["eval", "qa", "--rescore", str(run)]) == 2  # --out is required: the run itself is kept
+    assert main(["eval", "qa", "--rescore", str(run), "--out", str(again)]) == 0
+    assert len(fake.requests) == n  # nothing asked
+    new = _items(again)
+    assert {k: r["answer"] for k, r in new.items()} == {k: r["answer"] for k, r in old.items()}
+    assert new["p1"]["metrics"]["note_false_rate"] == 0.0 and new["p1"]["metrics"]["bleu"] != 0.123
+    assert new["p1"]["metrics"]["latency_s"] == old["p1"]["metrics"]["latency_s"]  # kept as measured
+    agg = json.loads((again / "aggregate.json").read_text())
+    assert agg["meta"]["rescored_from"] == str(run) and "note_false_rate" in agg["metrics"]
+    assert _items(run)["p1"]["metrics"]["bleu"] == 0.123  # the original folder is untouched
