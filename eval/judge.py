@@ -100,14 +100,16 @@ def rule_verdict(item: QAItem, answer: str, status: str) -> RuleResult:
 
 def expected_note(item: QAItem) -> str | None:
     """What note a right answer carries: "conflict" (RGB counterfactual, our jsonl `kind: conflict`), "cutoff"
-    (`kind: later_year`), "none" (sets without conflicts or later years: SQuAD, CMRC, RGB noise, rejection and
-    integration, HotpotQA, TAT-QA), or None where nobody knows (FreshQA, `kind: as_of`)."""
+    (`kind: later_year`), "none" (sets without conflicts or later years: SQuAD, CMRC, RGB noise and integration,
+    HotpotQA, TAT-QA), or None where nobody knows (FreshQA, `kind: as_of`, RGB rejection)."""
     kind = item.categories.get("kind") or item.categories.get("set", "")
     if kind in ("counterfactual", "conflict"):
         return "conflict"
     if kind == "later_year":
         return "cutoff"
-    if kind == "as_of" or item.as_of or "fact_type" in item.categories:
+    # Unknown: FreshQA and as-of questions (whether a date note is due depends on the date), and RGB rejection (its
+    # passages are all noise: a cut-off note on a question about a year they lack is true, if the answer is not).
+    if kind in ("as_of", "rejection") or item.as_of or "fact_type" in item.categories:
         return None
     return "none"
 

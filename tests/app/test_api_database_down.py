@@ -17,13 +17,16 @@ from tests.support import free_port, start_server
 pytestmark = pytest.mark.slow
 
 
+APP = "ragqa-database-down-test"
+
+
 def _cut_connections(url: str) -> int:
+    """Terminate the server's connections only (tagged by application_name): other tests share the database."""
     import psycopg
 
     with psycopg.connect(url, autocommit=True) as conn:
         rows = conn.execute(
-            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
-            "WHERE datname = current_database() AND pid <> pg_backend_pid()"
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = %s", (APP,)
         ).fetchall()
     return len(rows)
 
@@ -42,7 +45,10 @@ def test_lost_database_is_503_then_recovers(pg_url: str, tmp_path: Path, embedde
             col.close()
 
     port = free_port()
-    env = {"RAGQA_BACKEND": "distributed", "RAGQA_POSTGRES_URL": pg_url, "RAGQA_EMBEDDER": embedder.name}
+    import psycopg
+
+    served = psycopg.conninfo.make_conninfo(pg_url, application_name=APP)
+    env = {"RAGQA_BACKEND": "distributed", "RAGQA_POSTGRES_URL": served, "RAGQA_EMBEDDER": embedder.name}
     proc = start_server(data, port, env)
     base = f"http://127.0.0.1:{port}"
     try:

@@ -19,6 +19,7 @@ def _item(**kw: object) -> QAItem:
 def test_what_note_is_due() -> None:
     assert expected_note(_item(categories={"answerable": "yes"})) == "none"  # SQuAD
     assert expected_note(_item(rule="rgb", categories={"set": "integration"})) == "none"
+    assert expected_note(_item(rule="rgb", categories={"set": "rejection"})) is None  # noise only: cut-off may be true
     assert expected_note(_item(rule="rgb", categories={"set": "counterfactual"})) == "conflict"
     assert expected_note(_item(categories={"kind": "conflict"})) == "conflict"  # the sample corpus's policies
     assert expected_note(_item(categories={"kind": "later_year"})) == "cutoff"
