@@ -376,7 +376,7 @@ class Ingestor:
         t = time.perf_counter()
         tokens = [self.analyzer.tokenize(x) for x in texts]
         levels = [d.level for p in pending for d in p.drafts]
-        dups = self._near_duplicates(vecs, tokens, levels)
+        dups = self._near_duplicates(vecs, levels)
         results = []
         i = 0
         assert self.collection.indexes is not None
@@ -410,20 +410,16 @@ class Ingestor:
         report.timings["index"] += time.perf_counter() - t
         return results
 
-    def _near_duplicates(self, vecs: np.ndarray, tokens: list[list[str]], levels: list[int]) -> dict[int, int]:
-        """Map batch position -> chunk id (or -1 - batch position) of an earlier chunk that says the same thing:
-        cosine >= threshold *and* most words shared (token-set Jaccard >= NEAR_DUP_MIN_OVERLAP).
+    def _near_duplicates(self, vecs: np.ndarray, levels: list[int]) -> dict[int, int]:
+        """Map batch position -> chunk id (or -1 - batch position) of an earlier chunk with cosine >= threshold.
 
-        Cosine alone is not enough: e5's embeddings of unrelated passages of one corpus sit at 0.8-0.9, and on the
-        sample corpus 74 of 88 chunks were marked duplicates of two FAQ chunks, so search dropped them whenever
-        those ranked first. Marked, not dropped: retrieval collapses them, and the user still sees every source.
+        Marked, not dropped: retrieval collapses them, and the user still sees every source.
         """
         thr = self.options.near_dup_threshold
         out: dict[int, int] = {}
         if len(vecs) == 0 or thr >= 1.0:
             return out
         assert self.collection.indexes is not None
-        sets = [set(t) for t in tokens]
         lv = np.asarray(levels)
         for level in set(levels):
             idx = np.flatnonzero(lv == level)
@@ -432,33 +428,21 @@ class Ingestor:
                 for j in idx:
                     hits = dense.search(vecs[j], 1)
                     if hits and hits[0][1] >= thr:
-                        cid = int(hits[0][0])
-                        stored = next(iter(self.collection.store.vectors_and_tokens([cid])), None)
-                        if stored is not None and _overlap(sets[j], set(stored[2])) >= NEAR_DUP_MIN_OVERLAP:
-                            out[int(j)] = cid
+                        out[int(j)] = int(hits[0][0])
             # Within the batch: the earliest earlier chunk that is close enough, encoded as -1 - position.
             sims = vecs[idx] @ vecs[idx].T
             for a in range(1, len(idx)):
                 if int(idx[a]) in out:
                     continue
-                for b in np.flatnonzero(sims[a, :a] >= thr):
-                    if _overlap(sets[idx[a]], sets[idx[b]]) >= NEAR_DUP_MIN_OVERLAP:
-                        out[int(idx[a])] = -1 - int(idx[b])
-                        break
+                close = np.flatnonzero(sims[a, :a] >= thr)
+                if len(close):
+                    out[int(idx[a])] = -1 - int(idx[close[0]])
         return out
 
     def _snapshot(self) -> None:
         assert self.collection.indexes is not None
         self.collection.indexes.refresh()
         self.collection.indexes.snapshot()
-
-
-# Share of distinct words two near-duplicates have in common (Jaccard): a reworded sentence keeps most of them.
-NEAR_DUP_MIN_OVERLAP = 0.5
-
-
-def _overlap(a: set[str], b: set[str]) -> float:
-    return len(a & b) / len(a | b) if a or b else 1.0
 
 
 _SIDECAR_FIELDS = {"effective_date", "authority", "title", "family"}

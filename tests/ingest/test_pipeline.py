@@ -143,24 +143,3 @@ def test_records_and_manifest_mismatch(tmp_path: Path, embedder, chunking) -> No
     assert Ingestor(col, embedder, chunking).ingest_records(recs).summary()["unchanged"] == 5
     with pytest.raises(ManifestMismatch, match="embedder"):
         Collection(tmp_path / "data", "t").open(embedder="e5-small", dim=384, chunking=chunking.to_manifest())
-
-
-def test_sample_corpus_near_duplicates_share_their_words(sample_data_dir: Path) -> None:
-    """With e5 (the sample corpus's embedder) unrelated chunks of one corpus sit above the cosine threshold: 74 of 88
-    were once marked duplicates of two FAQ chunks, and search collapsed them away. Only reworded copies count now."""
-    import sqlite3
-
-    from retrieval.analyzer import Analyzer
-
-    with sqlite3.connect(sample_data_dir / "collections" / "default" / "store.sqlite") as conn:
-        total = conn.execute("SELECT count(*) FROM chunks").fetchone()[0]
-        pairs = conn.execute(
-            "SELECT a.text, b.text FROM chunks a JOIN chunks b ON a.near_dup_of = b.chunk_id"
-        ).fetchall()
-    assert total >= 60 and len(pairs) <= total // 5, (len(pairs), total)
-    tok = Analyzer().tokenize
-    for a, b in pairs:
-        sa, sb = set(tok(a)), set(tok(b))
-        assert len(sa & sb) / len(sa | sb) >= 0.5, (a[:80], b[:80])
-    # The 2023 and 2024 warranty tables are the corpus's true near-duplicates (they differ in one figure).
-    assert any("Compressor | 7 years" in a and "Compressor | 5 years" in b for a, b in pairs)
