@@ -97,29 +97,28 @@ class RemoteReranker:
 class LLMReranker:
     """Pointwise yes/no with log-probabilities from the answering model's server (llama.cpp, vLLM).
 
-    `ask` sends one prompt for one token with its top log-probabilities and returns the OpenAI response as a dict:
-    the app passes its one LLM client (`LLMClient.first_token_logprobs_sync`), so the re-ranker shares its retries
-    and its concurrency bound instead of opening connections of its own."""
+    `ask` sends each prompt for one token with its top log-probabilities and returns the OpenAI responses as dicts,
+    in order: the app passes its one LLM client (`LLMClient.first_token_logprobs_sync`), so the re-ranker shares its
+    retries and its concurrency bound instead of opening connections of its own."""
 
     PROMPT = (
         "Passage:\n<<<\n{passage}\n>>>\n\nQuestion: {query}\n\n"
         "Does the passage contain the answer to the question? Reply with one word: yes or no."
     )
 
-    def __init__(self, ask: Callable[[str], Mapping[str, Any]], name: str, max_passage_chars: int = 1500) -> None:
+    def __init__(
+        self, ask: Callable[[Sequence[str]], Sequence[Mapping[str, Any]]], name: str, max_passage_chars: int = 1500
+    ) -> None:
         self.ask = ask
         self.name = name
         self.max_passage_chars = max_passage_chars
 
     def scores(self, query: str, texts: Sequence[str]) -> list[float]:
-        out = []
-        for t in texts:
-            prompt = self.PROMPT.format(passage=t[: self.max_passage_chars], query=query)
-            try:
-                out.append(_p_yes(self.ask(prompt)))
-            except (KeyError, IndexError, TypeError, ValueError) as e:
-                raise RerankError(f"{self.name}: the server's answer has no usable log-probabilities: {e!r}") from e
-        return out
+        prompts = [self.PROMPT.format(passage=t[: self.max_passage_chars], query=query) for t in texts]
+        try:
+            return [_p_yes(resp) for resp in self.ask(prompts)]
+        except (KeyError, IndexError, TypeError, ValueError) as e:
+            raise RerankError(f"{self.name}: the server's answer has no usable log-probabilities: {e!r}") from e
 
 
 def _p_yes(resp: Mapping[str, Any]) -> float:

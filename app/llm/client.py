@@ -207,9 +207,14 @@ class LLMClient:
             resp = await self._send(body)
         return dict(resp.model_dump())
 
-    def first_token_logprobs_sync(self, prompt: str, top: int = 10) -> dict[str, Any]:
-        """`first_token_logprobs` for callers on a worker thread (the re-ranker); shares the concurrency bound."""
-        return asyncio.run(self._once(self.first_token_logprobs(prompt, top)))
+    def first_token_logprobs_sync(self, prompts: Sequence[str], top: int = 10) -> list[dict[str, Any]]:
+        """`first_token_logprobs` for each prompt, from a worker thread (the re-ranker): one event loop and one
+        connection pool for the whole batch, requests in flight together up to the shared concurrency bound."""
+
+        async def batch() -> list[dict[str, Any]]:
+            return list(await asyncio.gather(*(self.first_token_logprobs(p, top) for p in prompts)))
+
+        return asyncio.run(self._once(batch()))
 
     def chat_sync(self, messages: Sequence[Message], **kwargs: Any) -> ChatResult:
         """`chat` for scripts (not from inside a running event loop)."""
