@@ -38,7 +38,8 @@ def build_llm(settings: Settings, keep_going: bool = False) -> tuple[LLMClient, 
     from app.llm.embedded import EmbeddedLLMServer, EmbeddedServerError
 
     path = ensure_model(settings.llm_embedded_model, settings.llm_cache_dir or default_cache_dir())
-    server = EmbeddedLLMServer(path, model_alias=settings.llm_model, lora_path=settings.llm_lora)
+    server = EmbeddedLLMServer(path, model_alias=settings.llm_model, lora_path=settings.llm_lora,
+                               build=settings.llama_build)
     try:
         server.start()
     except EmbeddedServerError:

@@ -77,6 +77,9 @@ class Settings(BaseSettings):
     llm_lora: Path | None = Field(
         None, description="a GGUF LoRA adapter (`ragqa finetune export --to gguf`) the embedded model applies; its "
         "sha256 is checked at start and logged")
+    llama_build: Literal["auto", "portable", "avx512"] = Field(
+        "auto", description="llama.cpp build of the embedded model: `auto` = the AVX-512 one where the CPU flags list "
+        "everything it uses, else the portable AVX2 one (app/llm/builds.py)")
     llm_cache_dir: Path | None = Field(
         None,
         description="where bundled GGUF files are assembled (default: $RAGQA_MODEL_CACHE or ~/.cache/ragqa/models)",

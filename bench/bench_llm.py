@@ -1,11 +1,12 @@
 """Prompt-processing and generation speed of the bundled GGUF models behind the embedded llama.cpp server.
 
     .venv/bin/python bench/bench_llm.py [--models qwen2.5-0.5b qwen2.5-1.5b] [--threads 2]
-    .venv/bin/python bench/bench_llm.py --models qwen2.5-1.5b --build portable= --build native=/tmp/native-site \
-        --rounds 3                      # A/B two llama.cpp builds, interleaved, medians of 3 rounds
+    .venv/bin/python bench/bench_llm.py --models qwen2.5-1.5b --build portable= \
+        --build avx512=.venv/llama-builds/avx512 --build native=/tmp/native-site --rounds 3
+                                        # A/B llama.cpp builds, interleaved, medians of 3 rounds
 
 A build is a folder that holds another `llama_cpp` package (an unpacked wheel), put first on the model server's
-PYTHONPATH; `NAME=` (empty) is the one installed in the venv.
+PYTHONPATH; `NAME=` (empty) is the one installed in the venv. Without --build: the build the server picks itself.
 
 Speeds come from llama.cpp's own timing lines in the server log (llama_perf_context_print), so HTTP and
 Python overhead are excluded; the wall time of the request is reported beside them. The machine's load
@@ -27,6 +28,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from app.llm.assets import default_cache_dir, ensure_model  # noqa: E402
+from app.llm.builds import PORTABLE, BuildChoice, LlamaBuild  # noqa: E402
 from app.llm.embedded import EmbeddedLLMServer  # noqa: E402
 
 _PERF = re.compile(
@@ -47,24 +49,19 @@ def _perf(log_text: str) -> dict[str, tuple[float, int]]:
 
 
 def bench_model(
-    name: str, threads: int, cache: Path, prompt_repeats: int, gen_tokens: int, site: str = ""
+    name: str, threads: int, cache: Path, prompt_repeats: int, gen_tokens: int, site: str | None = None
 ) -> dict[str, object]:
     path = ensure_model(name, cache)  # type: ignore[arg-type]
-    saved = os.environ.get("PYTHONPATH")
-    if site:
-        os.environ["PYTHONPATH"] = os.pathsep.join(x for x in (site, saved) if x)
-    try:
-        return _bench(name, path, threads, prompt_repeats, gen_tokens)
-    finally:
-        if saved is None:
-            os.environ.pop("PYTHONPATH", None)
-        else:
-            os.environ["PYTHONPATH"] = saved
+    build: BuildChoice | list[LlamaBuild] = "auto"
+    if site is not None:
+        build = [LlamaBuild(f"site {site}", Path(site)) if site else PORTABLE]
+    return _bench(name, path, threads, prompt_repeats, gen_tokens, build)
 
 
-def _bench(name: str, path: Path, threads: int, prompt_repeats: int, gen_tokens: int) -> dict[str, object]:
+def _bench(name: str, path: Path, threads: int, prompt_repeats: int, gen_tokens: int,
+           build: BuildChoice | list[LlamaBuild]) -> dict[str, object]:
     t0 = time.monotonic()
-    with EmbeddedLLMServer(path, n_ctx=2048, n_threads=threads) as srv:
+    with EmbeddedLLMServer(path, n_ctx=2048, n_threads=threads, build=build) as srv:
         load_s = time.monotonic() - t0
         client = srv.client(timeout=600.0)
         client.chat_sync([{"role": "user", "content": "Hi"}], max_tokens=2)  # warm-up
@@ -87,6 +84,7 @@ def _bench(name: str, path: Path, threads: int, prompt_repeats: int, gen_tokens:
         "prompt_tokens_per_s": round(pp_n / (pp_ms / 1000), 2) if pp_ms else None,
         "generation_tokens_per_s": round(tg_n / (tg_ms / 1000), 2) if tg_ms else None,
         "request_wall_s": round(wall, 2),
+        "llama_build": srv.build.name,
     }
 
 
@@ -112,7 +110,8 @@ def main(argv: list[str] | None = None) -> int:
                     help="a llama.cpp build to compare (repeatable); NAME= is the venv's own")
     ap.add_argument("--rounds", type=int, default=1, help="interleaved rounds per build; medians are reported")
     args = ap.parse_args(argv)
-    builds = [tuple(b.split("=", 1)) for b in args.build] or [("installed", "")]
+    builds: list[tuple[str, str | None]] = [(b.split("=", 1)[0], b.split("=", 1)[1]) for b in args.build]
+    builds = builds or [("auto", None)]
 
     load_before = os.getloadavg()
     rows = []

@@ -8,7 +8,9 @@ shared cores. A background thread restarts it after a crash, with backoff, at mo
 Ready means answered, not listening: the server must complete a real prompt of `self_test_tokens` tokens before
 it counts as started, because a build for the wrong CPU (ggml's AMX or AVX-512 kernels on a VM that advertises but
 does not allow them) lists its model fine and dies with SIGILL on the first long prompt. A crash there, or a fatal
-signal later, ends the restart loop: `failure` then says what died, with which signal, and what to do.
+signal later, ends the restart loop: `failure` then says what died, with which signal, and what to do. Before
+that, the server moves down its list of llama.cpp builds (app/llm/builds.py: the AVX-512 one where the CPU flags
+allow it, the portable one last), so a CPU that advertises more than it runs still gets a working model.
 """
 
 from __future__ import annotations
@@ -23,10 +25,12 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
+from app.llm.builds import PORTABLE, BuildChoice, LlamaBuild, candidates
 from app.restarts import RestartBudget, describe_exit
 
 if TYPE_CHECKING:
@@ -70,7 +74,8 @@ _FATAL_SIGNALS = {signal.SIGILL: "illegal instruction", signal.SIGBUS: "bus erro
 REBUILD_HINT = (
     "the CPU lacks an instruction this llama.cpp build uses (for example AMX or AVX-512 kernels compiled for the "
     "build machine). Rebuild it portably (AVX2 baseline) and restart: "
-    "`rm -rf ~/.cache/ragqa/wheels/llama-cpp-python-* && scripts/build_llama.sh .venv/bin/pip`"
+    "`rm -rf ~/.cache/ragqa/wheels/llama-cpp-python-* && scripts/build_llama.sh .venv/bin/pip`; "
+    "RAGQA_LLAMA_BUILD=portable keeps the server off the extra AVX-512 build"
 )
 
 
@@ -108,6 +113,7 @@ class EmbeddedLLMServer:
         extra_args: tuple[str, ...] = (),
         self_test_tokens: int = 256,
         lora_path: Path | None = None,
+        build: BuildChoice | Sequence[LlamaBuild] = "auto",
     ) -> None:
         if not 0 <= port <= 65535:
             raise ValueError(f"port must be 0..65535 (0 = pick a free one), got {port}")
@@ -138,6 +144,10 @@ class EmbeddedLLMServer:
         # log and `lora_sha256` say exactly which adapter answered.
         self.lora_path = Path(lora_path) if lora_path is not None else None
         self.lora_sha256: str | None = None
+        # "auto" is resolved at start (it reads the CPU flags and the installed builds); a list is used as given.
+        self._build_choice = build
+        self._builds: list[LlamaBuild] = [PORTABLE]
+        self.build: LlamaBuild = PORTABLE  # the build running now
         self.restarts = 0  # successful restarts by the supervisor
         self.failure: str | None = None  # why the server cannot be kept running, with the log tail
         self.failure_summary: str | None = None  # the same without the log: what /readyz and /ask may say
@@ -174,11 +184,19 @@ class EmbeddedLLMServer:
                 self._own_log = True
             self._stopping.clear()
             self.failure = self.failure_summary = None
-            try:
-                self._launch_and_wait()
-            except EmbeddedServerError as e:
-                self.failure, self.failure_summary = str(e), e.summary
-                raise
+            choice = self._build_choice
+            self._builds = candidates(choice) if isinstance(choice, str) else list(choice)
+            self.build = self._builds[0]
+            while True:
+                try:
+                    self._launch_and_wait()
+                    break
+                except EmbeddedServerError as e:
+                    if self._fall_back(e):
+                        continue
+                    self.failure, self.failure_summary = str(e), e.summary
+                    raise
+            log.info("embedded model %s runs on the %s llama.cpp build", self.model_path.name, self.build.name)
             atexit.register(self.stop)
             self._supervisor = threading.Thread(target=self._supervise, name="llm-supervisor", daemon=True)
             self._supervisor.start()
@@ -282,14 +300,15 @@ class EmbeddedLLMServer:
     def _launch_and_wait(self) -> None:
         assert self.log_path is not None
         env = {k: v for k, v in os.environ.items() if k.lower() not in _SERVER_ENV}
+        if self.build.site is not None:
+            env["PYTHONPATH"] = os.pathsep.join(x for x in (str(self.build.site), env.get("PYTHONPATH")) if x)
         # ggml's OpenMP barriers spin by default; on shared cores a spinning thread waits for a
         # descheduled one: generation fell from ~7 to ~0.3 tokens/s (bench/bench_llm.py, 2 busy cores).
         env.setdefault("OMP_WAIT_POLICY", "PASSIVE")
         lora = f", LoRA {self.lora_path} sha256 {self.lora_sha256}" if self.lora_path is not None else ""
         with self.log_path.open("ab") as logf:
-            logf.write(
-                f"\n=== ragqa: llama_cpp.server starting at {time.strftime('%H:%M:%S')}{lora} ===\n".encode()
-            )
+            logf.write(f"\n=== ragqa: llama_cpp.server starting at {time.strftime('%H:%M:%S')}, {self.build.name} "
+                       f"build{lora} ===\n".encode())
             logf.flush()
             proc = subprocess.Popen(
                 self.command(),
@@ -368,6 +387,16 @@ class EmbeddedLLMServer:
         """The error for `summary`, its message ending with the server's log tail."""
         return EmbeddedServerError(f"{summary} Log {self.log_path}:\n{self.log_tail()}", exit_code, summary)
 
+    def _fall_back(self, e: EmbeddedServerError) -> bool:
+        """After a fatal signal, move to the next build if there is one (True): the CPU lacks what this one uses."""
+        i = self._builds.index(self.build)
+        if not is_fatal(e.exit_code) or i + 1 >= len(self._builds):
+            return False
+        log.warning("the %s llama.cpp build died (%s); falling back to the %s build. %s", self.build.name,
+                    describe_exit(e.exit_code or 0), self._builds[i + 1].name, e.summary)
+        self.build = self._builds[i + 1]
+        return True
+
     def _fail(self, e: EmbeddedServerError) -> None:
         """Give up on the server: `failure` for the log, `failure_summary` for clients."""
         self.failure, self.failure_summary = str(e), e.summary
@@ -388,7 +417,7 @@ class EmbeddedLLMServer:
             log.warning(
                 "embedded LLM server (pid %d) %s; log tail:\n%s", proc.pid, describe_exit(code), self.log_tail(10)
             )
-            if is_fatal(code):
+            if is_fatal(code) and not self._fall_back(self._died(code, "while serving")):
                 self._fail(self._died(code, "while serving"))
                 with self._lock:
                     self._proc = None
@@ -409,7 +438,7 @@ class EmbeddedLLMServer:
                 self._launch_and_wait()
             except EmbeddedServerError as e:
                 log.warning("restart of the embedded LLM server failed: %s", e)
-                if is_fatal(e.exit_code):
+                if is_fatal(e.exit_code) and not self._fall_back(e):
                     self._fail(e)
                     return
                 continue

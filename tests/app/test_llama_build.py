@@ -1,4 +1,6 @@
-"""The installed llama.cpp runs on any x86-64 CPU with AVX2: no AMX, AVX-512 or AVX-VNNI instruction in it.
+"""The installed llama.cpp runs on any x86-64 CPU with AVX2: no AMX, AVX-512 or AVX-VNNI instruction in it; the
+extra AVX-512 build beside it has no AMX and declares every instruction set it uses, so it is chosen only where the
+kernel's CPU flags list them (app/llm/builds.py).
 
 A native build (-march=native) on a host whose flags advertise AMX compiles ggml's AMX kernels in, and a VM that does
 not let a process use AMX state then kills the model server with SIGILL on its first real prompt. This machine may
@@ -32,10 +34,11 @@ ABOVE_BASELINE = re.compile(
 ZMM_OR_MASK = re.compile(r"%zmm\d|\{%k[1-7]\}|%k[0-7]\b")
 
 
-def _libraries() -> list[Path]:
-    import llama_cpp
+def _libraries(root: Path | None = None) -> list[Path]:
+    if root is None:
+        import llama_cpp
 
-    root = Path(llama_cpp.__file__).parent
+        root = Path(llama_cpp.__file__).parent
     libs = sorted(p for p in root.rglob("*.so*") if p.is_file() and "ggml" in p.name)
     assert libs, f"no ggml library under {root}: is llama-cpp-python installed as the Makefile does?"
     return libs
@@ -89,3 +92,42 @@ def test_the_scanner_finds_amx_and_avx512(tmp_path: Path) -> None:
     bad = _offending(src.with_suffix(".so"))
     assert any("tilezero" in b for b in bad) and any("zmm" in b for b in bad), bad
     assert _offending(good.with_suffix(".so")) == []
+
+
+AMX = re.compile(r"^(tile\w*|tdp\w*|ldtilecfg|sttilecfg)$")
+# Instruction families of the AVX-512 build and the kernel flag each needs, beyond avx512f/bw/vl/dq/cd.
+NEEDS = {re.compile(r"^vpdpbusds?$|^vpdpwssds?$"): "avx512_vnni", re.compile(r"^vdpbf16ps$|^vcvtne2?ps2bf16$"):
+         "avx512_bf16", re.compile(r"^vpermb$|^vpermi2b$|^vpermt2b$|^vpmultishiftqb$"): "avx512vbmi"}
+
+
+def _mnemonics(lib: Path) -> set[str]:
+    out = subprocess.run(["objdump", "-d", "--no-show-raw-insn", str(lib)], capture_output=True, text=True,
+                         check=True).stdout
+    found = set()
+    for line in out.splitlines():
+        parts = line.split("\t")
+        if len(parts) >= 2 and parts[0].rstrip().endswith(":") and parts[1].strip():
+            found.add(parts[1].split()[0].removeprefix("{vex}").removeprefix("{evex}"))
+    return found
+
+
+@pytest.mark.skipif(shutil.which("objdump") is None, reason="needs objdump (Debian: binutils)")
+def test_extra_builds_have_no_amx_and_declare_what_they_use() -> None:
+    from app.llm.builds import installed
+
+    builds = installed()
+    if not builds:
+        pytest.skip("no extra llama.cpp build installed (RAGQA_LLAMA_VARIANTS=none, or not x86-64)")
+    for build in builds:
+        assert build.site is not None
+        libs = _libraries(build.site / "llama_cpp")
+        used = set().union(*(_mnemonics(lib) for lib in libs))
+        amx = sorted(m for m in used if AMX.match(m))
+        assert not amx, f"the {build.name} build holds AMX instructions {amx[:5]}: no build may (issue 10)"
+        assert {"avx2", "fma", "f16c"} <= build.requires
+        if any(ABOVE_BASELINE.match(m) for m in used):
+            assert {"avx512f", "avx512bw", "avx512vl", "avx512dq"} <= build.requires, build.requires
+        for pattern, flag in NEEDS.items():
+            hits = sorted(m for m in used if pattern.match(m))
+            if hits:
+                assert flag in build.requires, f"{build.name} uses {hits[:3]} but does not require {flag}"

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 
+from app.llm.builds import PORTABLE, LlamaBuild
 from app.llm.client import LLMClient, LLMUnavailable
 from app.llm.embedded import EmbeddedLLMServer, EmbeddedServerError, describe_exit
 
@@ -52,14 +53,16 @@ class FakeLlamaServer(EmbeddedLLMServer):
     """The real supervisor around a fake server process (see the module docstring)."""
 
     mode = "ok"
+    modes: dict[str, str] = {}  # per llama.cpp build name, when builds should differ
 
     def command(self) -> list[str]:
-        return [sys.executable, "-c", FAKE, str(self.port), self.mode]
+        return [sys.executable, "-c", FAKE, str(self.port), self.modes.get(self.build.name, self.mode)]
 
 
 def _server(tmp_path: Path, mode: str, **kw: object) -> FakeLlamaServer:
     model = tmp_path / "fake.gguf"
     model.write_bytes(b"GGUF")
+    kw.setdefault("build", [PORTABLE])  # one build unless a test gives more: the machine's builds must not matter
     srv = FakeLlamaServer(model, startup_timeout=30, log_path=tmp_path / "llm.log", **kw)  # type: ignore[arg-type]
     srv.mode = mode
     return srv
@@ -87,6 +90,26 @@ def test_a_server_that_dies_on_the_self_test_is_not_ready_and_says_why(tmp_path:
     client = srv.client(timeout=5.0)
     with pytest.raises(LLMUnavailable, match="SIGILL"):
         client.models_sync()
+
+
+def test_a_build_that_dies_with_sigill_falls_back_to_the_portable_one(tmp_path: Path) -> None:
+    """A CPU that advertises AVX-512 but does not run it: the server starts anyway, on the portable build."""
+    fast = LlamaBuild("avx512", tmp_path, frozenset({"avx512f"}))
+    srv = _server(tmp_path, "ok", build=[fast, PORTABLE])
+    srv.modes = {"avx512": "sigill"}
+    try:
+        srv.start()
+        assert srv.build == PORTABLE and srv.failure is None
+        log_text = (tmp_path / "llm.log").read_text()
+        assert "avx512 build" in log_text and "portable build" in log_text and "tilezero" in log_text
+    finally:
+        srv.stop()
+    # With no build left to fall back to, the SIGILL is the error, as before.
+    (tmp_path / "b").mkdir()
+    only = _server(tmp_path / "b", "ok", build=[fast])
+    only.modes = {"avx512": "sigill"}
+    with pytest.raises(EmbeddedServerError, match="SIGILL"):
+        only.start()
 
 
 def test_the_self_test_passes_with_a_long_enough_prompt(tmp_path: Path) -> None:
