@@ -43,12 +43,16 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="compare two run folders item by item (paired bootstrap); with --out, write a report there")
     q.add_argument("--rescore", type=Path, metavar="RUN",
                    help="score a run's stored answers again with today's metrics into --out (nothing is asked)")
+    q.add_argument("--without-support-gate", action="store_true",
+                   help="with --rescore: give back the answers the support gate refused (the gate-off run, paired)")
     q.add_argument("--noise-ratio", type=float, nargs="+", default=[0.4], help="rgb: noise share(s); 1 = rejection")
     q.add_argument("--passages", type=int, default=5, help="rgb: passages per question")
     q.add_argument("--as-of", help="freshqa/jsonl: ask as of this date (YYYY-MM-DD)")
     q.add_argument("--corpus-date", default="2023-12-01", help="freshqa: effective date of the wiki pages")
     q.add_argument("--scope", choices=["doc", "corpus"], help="retrieve only from each question's own documents "
                    "(default for tatqa and rgb) or from the whole collection")
+    q.add_argument("--articles", nargs="+", default=[], metavar="TITLE",
+                   help="squad2/cmrc: only these articles (e.g. the held-out ones of `ragqa finetune squad2`)")
     q.add_argument("--table-format", choices=["html", "docx"], default="html", help="tatqa: how tables are rendered")
     q.add_argument("--max-rounds", type=int, help="retrieval rounds (1 = no iterative retrieval; default 3)")
     q.add_argument("--top-k", type=int, help="chunks retrieved per round (default 6)")
@@ -92,7 +96,8 @@ def run(args: argparse.Namespace, settings: Any) -> int:
             return 2
         from eval import report
 
-        print(report.summary_text(runner.rescore(args.rescore, args.out, seed=args.seed)))
+        print(report.summary_text(runner.rescore(args.rescore, args.out, seed=args.seed,
+                                                         without_support_gate=args.without_support_gate)))
         return 0
     if not args.dataset:
         print("error: eval qa needs --dataset KIND:PATH (or --compare RUN_A RUN_B)", file=sys.stderr)
@@ -105,6 +110,7 @@ def run(args: argparse.Namespace, settings: Any) -> int:
     options = DatasetOptions(
         corpus=args.corpus, scope=args.scope, noise_ratios=tuple(args.noise_ratio), passages=args.passages,
         seed=args.seed, as_of=args.as_of, corpus_date=args.corpus_date or None, table_format=args.table_format,
+        articles=tuple(args.articles),
     )
     out = args.out or Path("runs") / dataset_name(*parse_spec(args.dataset))
     qa = runner.QARun(

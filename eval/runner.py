@@ -526,10 +526,16 @@ def run_qa(run: QARun, settings: Any) -> int:
     return check_fail_under(agg, run.fail_under)
 
 
-def rescore(run_dir: Path, out: Path, seed: int = 0) -> dict[str, Any]:
+def rescore(run_dir: Path, out: Path, seed: int = 0, without_support_gate: bool = False) -> dict[str, Any]:
     """Score a run's stored answers again with today's rule metrics (BLEU, ROUGE-L, the note rates...) into `out`,
     without asking anything: the answers, judge verdicts, retrieval figures and latencies stay as they were. The
-    items come from the data set named in the run's run.json, matched by id."""
+    items come from the data set named in the run's run.json, matched by id.
+
+    `without_support_gate`: the run as it would have been with the support gate after generation off
+    (app/support_gate.py; PipelineConfig.min_cited_share = 0): each answer it refused gets back the answer it refused,
+    which its trace keeps. The stages before the gate do not depend on it, so this is the gate-off run, paired item by
+    item with the gate-on one for `--compare`; the refused answers' citations are not kept, so their judge figures are
+    not restored."""
     from eval import report
 
     fp = json.loads((run_dir / "run.json").read_text(encoding="utf-8"))
@@ -545,6 +551,10 @@ def rescore(run_dir: Path, out: Path, seed: int = 0) -> dict[str, Any]:
     if missing:
         raise ValueError(f"{len(missing)} items of {run_dir} are not in {fp['dataset']}, e.g. {missing[0]!r}")
     for r in records:
+        gated = ((r.get("raw") or {}).get("trace") or {}).get("refused_off_topic")
+        if without_support_gate and gated and "answer" in gated:
+            r["raw"] = {**r["raw"], "answer": gated["answer"], "status": "answered"}
+            r["answer"], r["status"] = gated["answer"], "answered"
         if r.get("raw") is not None:
             v = rule_verdict(by_id[r["id"]], r["raw"].get("answer", ""), r["raw"].get("status", ""))
             r["metrics"] = {**r["metrics"], **v.metrics}

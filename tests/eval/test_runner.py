@@ -210,3 +210,26 @@ def test_rescore_scores_stored_answers_again_without_asking(env: dict[str, str],
     agg = json.loads((again / "aggregate.json").read_text())
     assert agg["meta"]["rescored_from"] == str(run) and "note_false_rate" in agg["metrics"]
     assert _items(run)["p1"]["metrics"]["bleu"] == 0.123  # the original folder is untouched
+
+
+def test_rescore_without_the_support_gate_gives_back_the_refused_answers(env: dict[str, str], fake: FakeLLMServer,
+                                                                         tmp_path: Path) -> None:
+    run, ungated = tmp_path / "run", tmp_path / "ungated"
+    assert main(["eval", "qa", "--dataset", env["DATASET"], "--out", str(run)]) == 0
+    items = _items(run)
+    # As the pipeline records a refusal by the support gate (app/pipeline.py `_check`): the refused answer in the trace.
+    p1 = items["p1"]
+    refused_answer = p1["answer"]
+    p1["raw"]["trace"]["refused_off_topic"] = {"share": 0.2, "threshold": 0.555, "missing": ["x"],
+                                               "answer": refused_answer}
+    p1["raw"]["answer"] = p1["answer"] = "The knowledge base does not contain the answer."
+    p1["raw"]["status"] = p1["status"] = "no_answer"
+    (run / "items.jsonl").write_text("".join(json.dumps(r) + "\n" for r in items.values()))
+    assert main(["eval", "qa", "--rescore", str(run), "--out", str(tmp_path / "same")]) == 0
+    assert _items(tmp_path / "same")["p1"]["status"] == "no_answer"
+    assert main(["eval", "qa", "--rescore", str(run), "--out", str(ungated), "--without-support-gate"]) == 0
+    back = _items(ungated)
+    assert back["p1"]["answer"] == refused_answer and back["p1"]["status"] == "answered"
+    assert back["p1"]["metrics"]["accuracy"] == 1.0 and _items(tmp_path / "same")["p1"]["metrics"]["accuracy"] == 0.0
+    assert {k: r["answer"] for k, r in back.items() if k != "p1"} == {k: r["answer"] for k, r in items.items()
+                                                                     if k != "p1"}
