@@ -82,6 +82,7 @@ class DatasetOptions:
     as_of: str | None = None  # freshqa: ask "as of" this date
     corpus_date: str | None = "2023-12-01"  # freshqa: when the wiki pages were crawled (their effective date)
     table_format: Literal["html", "docx"] = "html"  # tatqa
+    articles: tuple[str, ...] = ()  # squad2/cmrc: only these articles (titles, "_" or " " alike), documents and items
 
     def __post_init__(self) -> None:
         if any(not 0.0 <= r <= 1.0 for r in self.noise_ratios) or not self.noise_ratios:
@@ -163,10 +164,36 @@ def _snippet_title(text: str, n: int = 60) -> str:
 # ---- SQuAD 2.0 and CMRC 2018 (SQuAD format) -------------------------------------------------------------------------
 
 
+def article_key(title: str) -> str:
+    """An article title as --articles matches it: "1973_oil_crisis" and "1973 Oil crisis" are one article."""
+    return " ".join(title.replace("_", " ").split()).casefold()
+
+
+def _articles(data: list[dict[str, Any]], prefix: str, opts: DatasetOptions) -> list[tuple[int, dict[str, Any]]]:
+    """(index, article) of the articles to load: all, or those --articles names (every name must exist)."""
+    arts = list(enumerate(data))
+    if not opts.articles:
+        return arts
+    titles = {article_key(str(a.get("title") or f"{prefix} {n}")): n for n, a in arts}
+    missing = [t for t in opts.articles if article_key(t) not in titles]
+    if missing:
+        raise ValueError(f"articles {missing} are not in the data set; it has {sorted(titles)}")
+    keep = {titles[article_key(t)] for t in opts.articles}
+    return [(n, a) for n, a in arts if n in keep]
+
+
+def _articles_suffix(opts: DatasetOptions) -> str:
+    """A name suffix for a subset of articles: its collection must not be the whole set's (ingest only adds)."""
+    if not opts.articles:
+        return ""
+    digest = hashlib.sha1("|".join(sorted(article_key(t) for t in opts.articles)).encode()).hexdigest()[:6]
+    return f"-{len(set(map(article_key, opts.articles)))}art-{digest}"
+
+
 def _squad_like(path: Path, prefix: str, lang: str, opts: DatasetOptions) -> tuple[list[Record], list[QAItem]]:
     data = json.loads(path.read_text(encoding="utf-8"))["data"]
     records, items = [], []
-    for n, art in enumerate(data):
+    for n, art in _articles(data, prefix, opts):
         title = str(art.get("title") or f"{prefix} {n}").replace("_", " ")
         key = f"{prefix}:{art.get('id') or art.get('title') or n}"
         records.append(Record(key=key, title=title, text="\n\n".join(p["context"] for p in art["paragraphs"])))
@@ -184,12 +211,14 @@ def _squad_like(path: Path, prefix: str, lang: str, opts: DatasetOptions) -> tup
 
 def load_squad2(path: Path, opts: DatasetOptions) -> QADataset:
     records, items = _squad_like(path, "squad2", "en", opts)
-    return QADataset("squad2", dataset_name("squad2", path), tuple(items), records=tuple(records))
+    name = dataset_name("squad2", path) + _articles_suffix(opts)
+    return QADataset("squad2", name, tuple(items), records=tuple(records))
 
 
 def load_cmrc(path: Path, opts: DatasetOptions) -> QADataset:
     records, items = _squad_like(path, "cmrc", "zh", opts)
-    return QADataset("cmrc", dataset_name("cmrc", path), tuple(items), records=tuple(records))
+    name = dataset_name("cmrc", path) + _articles_suffix(opts)
+    return QADataset("cmrc", name, tuple(items), records=tuple(records))
 
 
 # ---- RGB ----------------------------------------------------------------------------------------------------------
