@@ -70,4 +70,5 @@ def build_reranker(settings: Settings, llm: LLMClient) -> Reranker | None:
 def pipeline_config(settings: Settings, **overrides: object) -> PipelineConfig:
     """The answer pipeline's settings; the model judges sufficiency only where the score gate is unsure, unless
     RAGQA_JUDGE says otherwise (a judgement reads the answer prompt's prefix, which the answer then reuses)."""
-    return PipelineConfig(**{"judge": settings.judge, **overrides})  # type: ignore[arg-type]
+    return PipelineConfig(**{"judge": settings.judge, "min_cited_share": settings.min_cited_share,  # type: ignore[arg-type]
+                             **overrides})

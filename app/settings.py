@@ -90,6 +90,9 @@ class Settings(BaseSettings):
     judge: Literal["unsure", "always", "never"] = Field(
         "unsure", description="the model's sufficiency judgement before answering: `unsure` = only where the score "
         "gate is unsure, `always`, `never` (the answer itself may refuse)")
+    min_cited_share: float = Field(
+        0.555, ge=0.0, le=1.0, description="support gate after generation: refuse an answer whose cited passages hold "
+        "less than this rarity-weighted share of the question's terms (app/support_gate.py); 0 = off")
     llm_queue_timeout_s: float = Field(60.0, gt=0, le=3600, description="an /ask request that waited this long "
                                                                         "for a slot gets 503 with Retry-After")
     rerank_url: str | None = Field(None, description="a /v1/rerank endpoint (vLLM serving a cross-encoder)")

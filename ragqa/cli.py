@@ -194,6 +194,10 @@ def cmd_eval(args: argparse.Namespace, s: Settings) -> int:
 
 
 def cmd_finetune(args: argparse.Namespace, s: Settings) -> int:
+    if args.finetune_cmd == "squad2":  # data-set glue lives in eval/, which app/ must not import
+        from eval import finetune_pairs
+
+        return finetune_pairs.run(args, s)
     from app.finetune import cli as finetune_cli
 
     return finetune_cli.run(args, s)
@@ -288,9 +292,12 @@ def build_parser() -> argparse.ArgumentParser:
     pe.set_defaults(func=cmd_eval)
 
     from app.finetune import cli as finetune_cli
+    from eval import finetune_pairs
 
     pf = sub.add_parser("finetune", help="RAFT training data, LoRA training and export (docs/finetune.md)")
-    finetune_cli.add_arguments(pf)
+    fsub = finetune_cli.add_arguments(pf)
+    finetune_pairs.add_arguments(fsub.add_parser(
+        "squad2", help="RAFT examples from a SQuAD-format set, split by article (test articles held out)"))
     pf.set_defaults(func=cmd_finetune)
 
     pm = sub.add_parser("models", help="bundled models")

@@ -10,7 +10,8 @@ from typing import Any
 from app.settings import Settings
 
 
-def add_arguments(p: argparse.ArgumentParser) -> None:
+def add_arguments(p: argparse.ArgumentParser) -> Any:
+    """The finetune subcommands; returns the subparsers, so that ragqa/cli.py can add data-set glue commands."""
     sub = p.add_subparsers(dest="finetune_cmd", required=True)
 
     d = sub.add_parser("data", help="RAFT examples (oracle + hard negatives, refusals) from a collection")
@@ -24,6 +25,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     d.add_argument("--splits", type=float, nargs=3, default=[0.8, 0.1, 0.1], metavar=("TRAIN", "VAL", "TEST"),
                    help="shares of documents per split (default 0.8 0.1 0.1)")
     d.add_argument("--seed", type=int, default=0)
+
+    g = sub.add_parser("pairs", help="RAFT examples from an existing QA set (JSONL) over a collection of its documents")
+    g.add_argument("--qa", type=Path, required=True,
+                   help="JSONL: {id, question, answers[], unanswerable, doc_key} (doc_key: the document's source key)")
+    g.add_argument("--collection", help="the collection holding the documents (default: RAGQA_COLLECTION)")
+    add_pair_options(g)
 
     t = sub.add_parser("train", help="LoRA fine-tuning with peft (CPU), resumable from checkpoints")
     t.add_argument("--data", type=Path, required=True, help="folder written by `finetune data`")
@@ -48,12 +55,43 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     e.add_argument("--out", type=Path, help="vllm: folder (default ADAPTER-vllm); gguf: file (default ADAPTER.gguf)")
     e.add_argument("--with-base", action="store_true", help="vllm: also write the base model as a HF folder")
     e.add_argument("--outtype", choices=["f32", "f16", "q8_0"], default="f16", help="gguf: tensor type")
+    return sub
+
+
+def add_pair_options(p: argparse.ArgumentParser) -> None:
+    """Options of examples built from given QA pairs (`pairs`, and data-set commands built on it)."""
+    p.add_argument("--out", type=Path, required=True, help="folder for train/val/test.jsonl and stats.json")
+    p.add_argument("--examples", type=int, default=300, help="examples to keep (default 300)")
+    p.add_argument("--refusal-share", type=float, default=0.5,
+                   help="share of unanswerable questions, whose target is the refusal (default 0.5)")
+    p.add_argument("--distractors", type=int, default=3, help="other selected passages per example (default 3)")
+    p.add_argument("--splits", type=float, nargs=3, default=[0.9, 0.1, 0.0], metavar=("TRAIN", "VAL", "TEST"),
+                   help="shares of documents (doc_key) per split (default 0.9 0.1 0)")
+    p.add_argument("--seed", type=int, default=0)
+
+
+def build_pairs(args: argparse.Namespace, s: Settings, qa_file: Path, collection: str) -> int:
+    """Examples from the QA pairs in `qa_file` over `collection`; prints the summary."""
+    from tqdm import tqdm
+
+    from app.finetune.pairs import PairOptions, build_from_pairs, read_pairs
+    from app.service import SearchService
+
+    opts = PairOptions(n_examples=args.examples, refusal_share=args.refusal_share, distractors=args.distractors,
+                       splits=tuple(args.splits), seed=args.seed)
+    pairs = read_pairs(qa_file)
+    summary = build_from_pairs(SearchService(s.data_dir), collection, pairs, args.out, opts,
+                               progress=lambda it: tqdm(list(it), desc="questions", unit="q"))
+    print(f"{summary.generated} QA pairs, {summary.sampled} sampled; dropped: {summary.dropped or 'none'}\n"
+          f"examples per split: {summary.examples}; kinds: {summary.kinds}; documents per split: {summary.documents}")
+    print(f"wrote {args.out}/train.jsonl, val.jsonl, test.jsonl, stats.json")
+    return 0 if sum(summary.examples.values()) else 1
 
 
 def run(args: argparse.Namespace, s: Settings) -> int:
     from app.finetune.export import ExportError
 
-    cmd = {"data": _data, "train": _train, "export": _export}[args.finetune_cmd]
+    cmd = {"data": _data, "pairs": _pairs, "train": _train, "export": _export}[args.finetune_cmd]
     try:
         return cmd(args, s)
     except (FileNotFoundError, ExportError) as e:  # bad paths: a clear message, not a traceback
@@ -80,6 +118,10 @@ def _data(args: argparse.Namespace, s: Settings) -> int:
     print(summary.text())
     print(f"wrote {args.out}/train.jsonl, val.jsonl, test.jsonl, stats.json")
     return 0 if sum(summary.examples.values()) else 1
+
+
+def _pairs(args: argparse.Namespace, s: Settings) -> int:
+    return build_pairs(args, s, args.qa, args.collection or s.collection)
 
 
 def resolve_base(base: str, s: Settings) -> Path:

@@ -222,7 +222,8 @@ def build(svc: SearchService, collection: str, generate: Generator, out: Path, o
             continue
         negatives = [h.chunk for h in hits if h.chunk.doc_id != c.doc_id][: opts.distractors]
         candidates.append((qa, c, negatives))
-    dup = near_duplicates(_embedder(opts.dup_embedder).embed_documents([q.question for q, _, _ in candidates]),
+    questions = [q.question for q, _, _ in candidates]
+    dup = near_duplicates(loaded_embedder(opts.dup_embedder).embed_documents(questions),
                           opts.dup_cosine) if candidates else []
     dropped["near_duplicate"] += sum(dup)
     kept = [x for x, d in zip(candidates, dup, strict=True) if not d]
@@ -234,16 +235,17 @@ def build(svc: SearchService, collection: str, generate: Generator, out: Path, o
         older = None if refusal else older_version(svc, collection, c, qa, docs)
         ex = build_example(qa, c, negatives, language=lang, refusal=refusal, rng=rng, older=older)
         examples.append((split_of[c.doc_id], ex))
-    return _write(out, examples, len(chunks), sum(generated.get(c.chunk_id) is not None for c in chunks), dropped)
+    n_generated = sum(generated.get(c.chunk_id) is not None for c in chunks)
+    return write_examples(out, examples, len(chunks), n_generated, dropped)
 
 
-def _embedder(spec: str) -> Embedder:
+def loaded_embedder(spec: str) -> Embedder:
     e = get_embedder(spec)
     e.load()
     return e
 
 
-def _write(out: Path, examples: list[tuple[str, Example]], sampled: int, generated: int,
+def write_examples(out: Path, examples: list[tuple[str, Example]], sampled: int, generated: int,
            dropped: Counter[str]) -> DataSummary:
     by_split: dict[str, list[Example]] = {"train": [], "val": [], "test": []}
     for split, ex in examples:

@@ -62,7 +62,12 @@ def as_passage(chunk: Chunk) -> Passage:
 
 
 def prompt_for(question: str, chunks: Sequence[Chunk], language: str, notes: str = "") -> str:
-    prefix = render_prompt("sources", sources=sources_block([as_passage(c) for c in chunks]))
+    return prompt_for_passages(question, [as_passage(c) for c in chunks], language, notes)
+
+
+def prompt_for_passages(question: str, passages: Sequence[Passage], language: str, notes: str = "") -> str:
+    """The answer prompt over passages as given (whole chunks, or the sentences `retrieval.evidence.select` kept)."""
+    prefix = render_prompt("sources", sources=sources_block(list(passages)))
     return prefix + render_prompt("answer", language="Chinese" if language == "zh" else "English",
                                   max_sentences=MAX_SENTENCES, notes=notes, conversation="",
                                   question=question)

@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 
 from app.finetune.raft import QA, build_example
-from app.finetune.train import TrainOptions, encode, load_base, train
+from app.finetune.train import TrainOptions, answer_loss, encode, load_base, train
 from app.llm.assets import MissingModelParts, ensure_model
 from app.llm.embedded import EmbeddedLLMServer, sha256_file
 from retrieval.types import Chunk
@@ -108,6 +108,17 @@ def test_the_target_is_masked_to_the_answer(tiny: Path) -> None:
     ids, labels = encode(tok, row["messages"])
     scored = tok.decode([t for t, lab in zip(ids, labels, strict=True) if lab != -100])
     assert scored.startswith(row["messages"][1]["content"]) and len(scored) < len(row["messages"][1]["content"]) + 20
+
+
+def test_answer_only_logits_give_the_full_forward_loss(tiny: Path) -> None:
+    import torch
+
+    model, tok = load_base(tiny)
+    ids, labels = encode(tok, _rows()[0]["messages"])
+    with torch.no_grad():
+        full = model(input_ids=torch.tensor([ids]), labels=torch.tensor([labels])).loss.item()
+        fast = answer_loss(model, ids, labels).item()
+    assert labels[0] == -100 and fast == pytest.approx(full, rel=1e-5)
 
 
 @pytest.fixture(scope="module")
