@@ -37,7 +37,8 @@ from app.service import SearchService
 from app.sufficiency import JudgePolicy, Verdict, bridge_query, gate_score, judge, needs_model
 from app.support_gate import cited_support, cited_text, off_topic
 from retrieval import transforms
-from retrieval.evidence import Evidence, gather, rows_as_records, select
+from retrieval.analyzer import Analyzer
+from retrieval.evidence import Evidence, gather, query_similarity, rows_as_records, select
 from retrieval.expand import Passage
 from retrieval.rerank import Reranker
 from retrieval.search import HybridRetriever
@@ -92,6 +93,13 @@ class PipelineConfig:
     # a simulation on the committed answers: refusal recall 0.48 -> 0.59, RGB zh rejection 0.56 -> 0.68, answerable
     # accuracy 0.68 -> 0.64 (-0.04 [-0.10, 0.00]); details in docs/evaluation.md, "Calibrated refusal (study)".
     min_cited_share: float = 0.555
+
+    def select(self, question: str, passages: Sequence[Passage], analyzer: Analyzer,
+               similarity: Callable[[Sequence[str]], np.ndarray] | None = None) -> list[Passage]:
+        """The sentences the model reads (retrieval/evidence.py `select`) with these settings; the fine-tuning data
+        (app/finetune/pairs.py) builds its prompts with it too, so it trains on what the pipeline shows."""
+        return select(question, passages, analyzer, self.evidence_tokens, context=self.evidence_context,
+                      similarity=similarity, semantic_weight=self.semantic_weight, relative_floor=self.evidence_floor)
 
 
 @dataclass(frozen=True)
@@ -249,14 +257,7 @@ class AnswerPipeline:
         rounds: list[dict[str, Any]] = []
         passages: tuple[Passage, ...] = ()
         qv = await asyncio.to_thread(retriever.embedder.embed_query, req.question)
-
-        seen: dict[str, float] = {}  # a sentence kept from round 1 is not embedded again in the bridge round
-
-        def similarity(texts: Sequence[str]) -> np.ndarray:
-            new = list(dict.fromkeys(t for t in texts if t not in seen))
-            if new:
-                seen.update(zip(new, (retriever.embedder.embed_documents(new) @ qv).tolist(), strict=True))
-            return np.array([seen[t] for t in texts])
+        similarity = query_similarity(retriever.embedder.embed_documents, qv)
 
         def compose(passages: tuple[Passage, ...]) -> Composed:
             return self._compose(req, plan, passages, similarity)
@@ -342,10 +343,7 @@ class AnswerPipeline:
 
     def _compose(self, req: AskRequest, plan: Plan, passages: tuple[Passage, ...],
                  similarity: Callable[[Sequence[str]], np.ndarray] | None = None) -> Composed:
-        cfg = self.config
-        chosen = tuple(select(req.question, passages, self.service.analyzer, cfg.evidence_tokens,
-                              context=cfg.evidence_context, similarity=similarity,
-                              semantic_weight=cfg.semantic_weight, relative_floor=cfg.evidence_floor))
+        chosen = tuple(self.config.select(req.question, passages, self.service.analyzer, similarity))
         return Composed(
             passages=chosen,
             prefix=render_prompt("sources", sources=sources_block(chosen)),

@@ -129,6 +129,21 @@ def rows_as_records(text: str) -> str:
 
 
 
+def query_similarity(embed_documents: Callable[[list[str]], np.ndarray], query_vector: np.ndarray
+                     ) -> Callable[[Sequence[str]], np.ndarray]:
+    """`select`'s similarity: each text's cosine to the query, embedded once per text however often it is asked
+    (the bridge round re-scores the sentences round 1 kept)."""
+    seen: dict[str, float] = {}
+
+    def similarity(texts: Sequence[str]) -> np.ndarray:
+        new = list(dict.fromkeys(t for t in texts if t not in seen))
+        if new:
+            seen.update(zip(new, (embed_documents(new) @ query_vector).tolist(), strict=True))
+        return np.array([seen[t] for t in texts])
+
+    return similarity
+
+
 def select(
     question: str, passages: Sequence[Passage], analyzer: Analyzer, budget_tokens: int, context: int = 1,
     header_tokens: int = 12, similarity: Callable[[Sequence[str]], np.ndarray] | None = None,

@@ -46,7 +46,7 @@ from app.pipeline import PipelineConfig
 from app.routing import NO_ANSWER
 from app.service import SearchService
 from retrieval.analyzer import Analyzer
-from retrieval.evidence import gather, select
+from retrieval.evidence import gather, query_similarity
 from retrieval.expand import Passage
 from retrieval.search import HybridRetriever
 from retrieval.store import SearchFilter
@@ -136,11 +136,8 @@ def evidence(retriever: HybridRetriever, analyzer: Analyzer, question: str, cfg:
     """(gathered, selected) passages for the question, as the answer pipeline's first round builds them."""
     ev = gather(retriever, [question], flt=SearchFilter(), top_k=top_k, budget_tokens=cfg.context_tokens,
                 max_passage_tokens=cfg.max_passage_tokens)
-    qv = retriever.embedder.embed_query(question)
-    chosen = select(question, ev.passages, analyzer, cfg.evidence_tokens, context=cfg.evidence_context,
-                    similarity=lambda texts: retriever.embedder.embed_documents(list(texts)) @ qv,
-                    semantic_weight=cfg.semantic_weight, relative_floor=cfg.evidence_floor)
-    return list(ev.passages), chosen
+    similarity = query_similarity(retriever.embedder.embed_documents, retriever.embedder.embed_query(question))
+    return list(ev.passages), cfg.select(question, ev.passages, analyzer, similarity)
 
 
 def _norm(text: str) -> str:

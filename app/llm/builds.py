@@ -2,8 +2,8 @@
 
 `make install` (scripts/build_llama.sh) installs the portable build (x86-64-v3, no AVX-512, no AMX) and unpacks an
 AVX-512 build, with VNNI and BF16 but never AMX, under `<venv>/llama-builds/avx512` with a `BUILD.json` that lists
-the instruction sets it uses. Prompt reading, most of an answer's time, is about twice as fast on it
-(docs/benchmarks.md, "llama.cpp builds").
+the instruction sets it uses. Prompt reading, most of an answer's time, is 1.41x as fast on it on
+an Intel Xeon VM (docs/benchmarks.md, "The embedded model's build").
 
 The choice reads the kernel's CPU flags (/proc/cpuinfo), not CPUID: the kernel drops the AVX-512 flags when the OS
 does not save that register state, which CPUID alone would not show. A VM can still advertise what it does not
