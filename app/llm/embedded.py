@@ -417,8 +417,9 @@ class EmbeddedLLMServer:
             log.warning(
                 "embedded LLM server (pid %d) %s; log tail:\n%s", proc.pid, describe_exit(code), self.log_tail(10)
             )
-            if is_fatal(code) and not self._fall_back(self._died(code, "while serving")):
-                self._fail(self._died(code, "while serving"))
+            died = self._died(code, "while serving") if is_fatal(code) else None  # reads the log tail once
+            if died is not None and not self._fall_back(died):
+                self._fail(died)
                 with self._lock:
                     self._proc = None
                 return
