@@ -28,9 +28,10 @@ CALC = re.compile(r"<calc>(.*?)</calc>(\s*%)?", re.IGNORECASE | re.DOTALL)
 CONSTANTS = frozenset({"100", "1000", *map(str, range(1, 13))})
 # An operand as tables write it: 12,345 / 12345.6 / .5 (thousands separators only in groups of three).
 _OPERAND = re.compile(r"(?<![\w.])(\d{1,3}(?:,\d{3})+(?:\.\d+)?|\d+(?:\.\d+)?|\.\d+)(?![\w])")
+# "mean" only as a noun ("the mean of"): "What does fault code E6 mean?" asks for a meaning, not a calculation.
 _CUES = re.compile(
     r"\b(change|changes|changed|difference|differ|increase|increased|decrease|decreased|growth|grew|sum|total of|"
-    r"combined|altogether|in total|average|mean|ratio|percentage|percent|proportion|share of|"
+    r"combined|altogether|in total|average|mean (?:of|value)|ratio|percentage|percent|proportion|share of|"
     r"how much (?:more|less|higher|lower)|total\b[^?]*\b(?:and|both|across))\b|"
     r"变化|变动|增长|增加|减少|下降|差额|相差|总和|合计|平均|比例|比率|百分比|占比",
     re.IGNORECASE,

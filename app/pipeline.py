@@ -79,6 +79,10 @@ class PipelineConfig:
     evidence_floor: float = 0.6
     evidence_context: int = 0  # sentences kept either side of a chosen one
     semantic_weight: float = 2.0  # selection: weight of a sentence's embedding similarity beside its word overlap
+    # The encoder of that similarity, whatever the collection's: multilingual USE embeds a sentence in about 1 ms
+    # where e5-small takes 18 ms, and selection embeds 40-60 of them per question (bench/bench_select.py,
+    # docs/benchmarks.md "/ask latency"). "" = the collection's own embedder.
+    select_embedder: str = "use-multilingual"
     max_passage_tokens: int = 320
     answer_max_tokens: int = 200
     max_sentences: int = 4
@@ -185,6 +189,12 @@ class AnswerPipeline:
         # against 0.63, bench/refusal_calibration.py).
         self.gate_analyzer = replace(service.analyzer, cjk_mode="exact")
 
+    def warm_up(self, collection: str) -> None:
+        """Load the collection, its embedder and the sentence scorer now, so the first question doesn't pay."""
+        self.service.warm_up(collection)
+        if self.config.select_embedder:
+            self.service.embedder(self.config.select_embedder)
+
     async def answer(self, req: AskRequest) -> Answer:
         final: Answer | None = None
         async for ev in self.stream(req, live=False):
@@ -256,8 +266,7 @@ class AnswerPipeline:
         cfg = self.config
         rounds: list[dict[str, Any]] = []
         passages: tuple[Passage, ...] = ()
-        qv = await asyncio.to_thread(retriever.embedder.embed_query, req.question)
-        similarity = query_similarity(retriever.embedder.embed_documents, qv)
+        similarity = await asyncio.to_thread(sentence_similarity, self.service, retriever, cfg, req.question)
 
         def compose(passages: tuple[Passage, ...]) -> Composed:
             return self._compose(req, plan, passages, similarity)
@@ -465,6 +474,13 @@ class AnswerPipeline:
         except LLMError as e:
             trace.warn(f"{type(e).__name__}: {e}")
             return default
+
+
+def sentence_similarity(service: SearchService, retriever: HybridRetriever, cfg: PipelineConfig, question: str
+                        ) -> Callable[[Sequence[str]], np.ndarray]:
+    """Selection's similarity of a sentence to the question, under the configured encoder."""
+    embedder = service.embedder(cfg.select_embedder) if cfg.select_embedder else retriever.embedder
+    return query_similarity(embedder, question)
 
 
 def decide(req: AskRequest) -> Plan:

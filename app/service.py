@@ -61,14 +61,22 @@ class SearchService:
                     log.error("%s", e)
                     raise Unavailable("the document store is unavailable; try again later") from e
                 assert col.manifest is not None
-                emb = self._embedders.get(col.manifest.embedder)
-                if emb is None:
-                    emb = get_embedder(col.manifest.embedder)
-                    emb.load()
-                    self._embedders[col.manifest.embedder] = emb
-                r = HybridRetriever(col, emb, self.analyzer)
+                r = HybridRetriever(col, self._embedder(col.manifest.embedder), self.analyzer)
                 self._retrievers[name] = r
             return r
+
+    def embedder(self, spec: str) -> Embedder:
+        """The loaded embedder `spec`, one per process (the answer pipeline's sentence scorer is one)."""
+        with self._lock:
+            return self._embedder(spec)
+
+    def _embedder(self, spec: str) -> Embedder:
+        emb = self._embedders.get(spec)
+        if emb is None:
+            emb = get_embedder(spec)
+            emb.load()
+            self._embedders[spec] = emb
+        return emb
 
     def warm_up(self, name: str) -> None:
         """Load the collection and its embedder now, so the first request doesn't pay for it."""

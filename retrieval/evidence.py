@@ -16,6 +16,7 @@ from dataclasses import dataclass, field, replace
 import numpy as np
 
 from retrieval.analyzer import Analyzer
+from retrieval.embedders import Embedder
 from retrieval.expand import Passage, expand
 from retrieval.fusion import rrf
 from retrieval.injection import looks_like_instruction
@@ -129,16 +130,16 @@ def rows_as_records(text: str) -> str:
 
 
 
-def query_similarity(embed_documents: Callable[[list[str]], np.ndarray], query_vector: np.ndarray
-                     ) -> Callable[[Sequence[str]], np.ndarray]:
-    """`select`'s similarity: each text's cosine to the query, embedded once per text however often it is asked
-    (the bridge round re-scores the sentences round 1 kept)."""
+def query_similarity(embedder: Embedder, question: str) -> Callable[[Sequence[str]], np.ndarray]:
+    """`select`'s similarity: each text's cosine to the question under `embedder`, embedded once per text however
+    often it is asked (the bridge round re-scores the sentences round 1 kept)."""
     seen: dict[str, float] = {}
+    query_vector = embedder.embed_query(question)
 
     def similarity(texts: Sequence[str]) -> np.ndarray:
         new = list(dict.fromkeys(t for t in texts if t not in seen))
         if new:
-            seen.update(zip(new, (embed_documents(new) @ query_vector).tolist(), strict=True))
+            seen.update(zip(new, (embedder.embed_documents(new) @ query_vector).tolist(), strict=True))
         return np.array([seen[t] for t in texts])
 
     return similarity

@@ -58,7 +58,7 @@ def create_app(settings: Settings, llm: LLMClient | None = None) -> FastAPI:
         worker = start_embedded_worker(settings, app.state.jobs) if settings.embedded_worker else None
         app.state.worker = worker
         app.state.metrics.watch_worker(worker)
-        await run_in_threadpool(svc.warm_up, settings.collection)
+        await run_in_threadpool(pipeline.warm_up, settings.collection)
         try:
             yield
         finally:

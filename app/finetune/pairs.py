@@ -42,11 +42,11 @@ from app.finetune.data import (
     write_examples,
 )
 from app.finetune.raft import QA, Example, cite, prompt_for_passages
-from app.pipeline import PipelineConfig
+from app.pipeline import PipelineConfig, sentence_similarity
 from app.routing import NO_ANSWER
 from app.service import SearchService
 from retrieval.analyzer import Analyzer
-from retrieval.evidence import gather, query_similarity
+from retrieval.evidence import gather
 from retrieval.expand import Passage
 from retrieval.search import HybridRetriever
 from retrieval.store import SearchFilter
@@ -131,13 +131,13 @@ def gold_sentence(question: str, answers: Sequence[str], chunks: Sequence[Chunk]
     return (best[1], best[2]) if best else None
 
 
-def evidence(retriever: HybridRetriever, analyzer: Analyzer, question: str, cfg: PipelineConfig,
+def evidence(svc: SearchService, retriever: HybridRetriever, question: str, cfg: PipelineConfig,
              top_k: int) -> tuple[list[Passage], list[Passage]]:
     """(gathered, selected) passages for the question, as the answer pipeline's first round builds them."""
     ev = gather(retriever, [question], flt=SearchFilter(), top_k=top_k, budget_tokens=cfg.context_tokens,
                 max_passage_tokens=cfg.max_passage_tokens)
-    similarity = query_similarity(retriever.embedder.embed_documents, retriever.embedder.embed_query(question))
-    return list(ev.passages), cfg.select(question, ev.passages, analyzer, similarity)
+    similarity = sentence_similarity(svc, retriever, cfg, question)
+    return list(ev.passages), cfg.select(question, ev.passages, svc.analyzer, similarity)
 
 
 def _norm(text: str) -> str:
@@ -201,7 +201,7 @@ def build_from_pairs(svc: SearchService, collection: str, pairs: Sequence[GivenQ
         if src is None:
             dropped["document_not_in_collection"] += 1
             continue
-        gathered, chosen = evidence(retriever, svc.analyzer, pair.question, cfg, top_k)
+        gathered, chosen = evidence(svc, retriever, pair.question, cfg, top_k)
         oracle_chunks = store.doc_chunks(src.doc_id, level) if not pair.unanswerable else []
         got = pair_example(pair, gathered, chosen, oracle_chunks, svc.analyzer, scorer, opts, rng)
         if isinstance(got, str):

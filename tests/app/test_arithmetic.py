@@ -117,6 +117,8 @@ def test_the_prompt_rule_only_for_questions_that_need_arithmetic() -> None:
     assert A.needs_arithmetic("What is the total amount of audit fees in both 2018 and 2019?")
     assert not A.needs_arithmetic("What were the total assets as reported?")  # a Total cell: read, not computed
     assert not A.needs_arithmetic("Who audited the 2019 accounts?")
+    assert not A.needs_arithmetic("What does fault code E6 mean?")  # the verb
+    assert A.needs_arithmetic("What is the mean of the quarterly revenues?")
     assert "<calc>" in A.prompt_hint("What was the difference in revenue?")
     assert A.prompt_hint("Who audited the accounts?") == ""
 

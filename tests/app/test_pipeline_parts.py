@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
+
 from app.components import pipeline_config
 from app.pipeline import MarkupFilter, revision
 from app.settings import Settings
@@ -42,3 +44,27 @@ def test_markup_filter_drops_delimiters_split_across_deltas() -> None:
     assert out == "运行2小时[1]。 好"
     f = MarkupFilter()
     assert f.feed("a -> b") == "a -> b" and f.flush() == ""  # a lone arrow is text
+
+
+def test_sentence_selection_scores_with_the_configured_encoder_not_the_collections(tmp_path: Path) -> None:
+    """The real multilingual USE scores sentences for a collection embedded with another model; "" keeps the
+    collection's own. The collection's encoder is a fake that fails when called: the test is about which is used."""
+    from types import SimpleNamespace
+
+    from app.pipeline import PipelineConfig, sentence_similarity
+    from app.service import SearchService
+
+    class FailingEncoderFake:
+        def embed_query(self, text: str) -> None:
+            raise AssertionError("the collection's encoder must not score sentences here")
+
+        embed_documents = embed_query
+
+    retriever = SimpleNamespace(embedder=FailingEncoderFake())
+    service = SearchService(tmp_path)
+    sim = sentence_similarity(service, retriever, PipelineConfig(), "How cold can it be outside for heating?")  # type: ignore[arg-type]
+    scores = sim(["The unit heats reliably down to -15 °C outdoors.", "The warranty lasts two years."])
+    assert scores[0] > scores[1]
+    assert service.embedder("use-multilingual") is service.embedder("use-multilingual")  # loaded once
+    with pytest.raises(AssertionError, match="collection's encoder"):
+        sentence_similarity(service, retriever, PipelineConfig(select_embedder=""), "q")(["a sentence"])  # type: ignore[arg-type]
