@@ -124,7 +124,7 @@ def main() -> None:
         print(f"| {name} | {s['n']} | {s['answer_kept']:.3f} | {s['tokens_mean']} | {s['tokens_median']} | "
               f"{s['select_ms_p50']} |")
     path = write_results(args.out, {"machine": machine(), "command": "bench/bench_select.py " + " ".join(sys.argv[1:]),
-                                    "summary": summary})
+                                    "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "summary": summary})
     print(f"wrote {path}")
 
 

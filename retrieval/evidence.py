@@ -148,7 +148,7 @@ def query_similarity(embedder: Embedder, question: str) -> Callable[[Sequence[st
 def select(
     question: str, passages: Sequence[Passage], analyzer: Analyzer, budget_tokens: int, context: int = 1,
     header_tokens: int = 12, similarity: Callable[[Sequence[str]], np.ndarray] | None = None,
-    semantic_weight: float = 1.0, relative_floor: float = 0.0,
+    semantic_weight: float = 1.0, relative_floor: float = 0.0, min_new_share: float = 0.15,
 ) -> list[Passage]:
     """The question-bearing sentences of each passage (table rows whole, with their header), within the budget.
 
@@ -157,10 +157,12 @@ def select(
     paraphrased question shares few words with its answer;
     the best ones are taken, with `context` sentences either side, until the budget is spent (a source's first
     sentence also pays for the source's header in the prompt, `header_tokens` plus its title), or until the scores fall
-    below `relative_floor` times the best one: a question one sentence answers gets a short prompt. A passage keeps its
-    place in the order, and its text becomes the kept sentences in document order, gaps marked with "…"; a passage
-    with nothing kept is dropped. The best sentence is always kept, however long, so evidence is never empty while
-    any passage has a sentence; sentences that give orders to the assistant are dropped first.
+    below `relative_floor` times the best one: a question one sentence answers gets a short prompt. Then, within the
+    budget, a sentence holding at least `min_new_share` of the question's weight in terms no kept sentence holds is
+    kept too, and a sentence that is itself a question brings the sentence after it (its answer, in an FAQ).
+    A passage keeps its place in the order, and its text becomes the kept sentences in document order, gaps marked
+    with "…"; a passage with nothing kept is dropped. The best sentence is always kept, however long, so evidence is
+    never empty while any passage has a sentence; sentences that give orders to the assistant are dropped first.
     """
     if budget_tokens < 1:
         raise ValueError(f"budget_tokens must be >= 1, got {budget_tokens}")
@@ -186,20 +188,34 @@ def select(
     keep: list[set[int]] = [set() for _ in passages]
     used = 0
     best = scored[0][0] if scored else 0.0
+    def take(pi: int, ui: int) -> bool:
+        window = [j for j in range(ui - context, ui + context + 1) if 0 <= j < len(units[pi])]
+        if units[pi][ui].rstrip().endswith(("?", "？")) and ui + 1 < len(units[pi]):
+            window.append(ui + 1)  # a question in a document (an FAQ) is answered by what follows it
+        cost = sum(approx_tokens(units[pi][j]) for j in set(window) if j not in keep[pi])
+        if not keep[pi]:  # a new source costs its header in the prompt too
+            cost += header_tokens + approx_tokens(passages[pi].hit.chunk.title)
+        nonlocal used
+        if used + cost > budget_tokens:
+            return False
+        keep[pi].update(window)
+        used += cost
+        return True
+
     for rank, (score, pi, ui) in enumerate(scored):
         if rank > 0 and (score <= 0 or score < relative_floor * best):
             break
-        window = [j for j in range(ui - context, ui + context + 1) if 0 <= j < len(units[pi])]
-        cost = sum(approx_tokens(units[pi][j]) for j in window if j not in keep[pi])
-        if not keep[pi]:  # a new source costs its header in the prompt too
-            cost += header_tokens + approx_tokens(passages[pi].hit.chunk.title)
-        if used + cost > budget_tokens:
-            if rank == 0:  # the single best sentence, alone, however long
-                keep[pi].add(ui)
-                used += approx_tokens(units[pi][ui])
-            continue
-        keep[pi].update(window)
-        used += cost
+        if not take(pi, ui) and rank == 0:  # the single best sentence, alone, however long
+            keep[pi].add(ui)
+            used += approx_tokens(units[pi][ui])
+    # Question terms that no kept sentence holds: the best sentence holding a good share of them is kept too, below
+    # the floor (the second hop of "the pressure for the refrigerant the KFR-35GW uses", the other half of "X and Y").
+    covered = set().union(*(unit_terms[pi][ui] for pi, kept in enumerate(keep) for ui in kept)) & q_terms
+    reachable = sum(weight[t] for t in q_terms if df[t]) or 1.0  # a term no sentence holds cannot be covered
+    for _, pi, ui in scored:
+        new = (unit_terms[pi][ui] & q_terms) - covered
+        if ui not in keep[pi] and sum(weight[t] for t in new) >= min_new_share * reachable and take(pi, ui):
+            covered |= new
     out = []
     for p, us, kept in zip(passages, units, keep, strict=True):
         if not kept:

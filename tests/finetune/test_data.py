@@ -62,7 +62,7 @@ def test_refusal_example_leaves_the_oracle_out_and_refuses() -> None:
     ex = build_example(QA1, ORACLE, NEG, language="zh", refusal=True, rng=random.Random(0))
     assert ex.kind == "refusal" and ex.target == NO_ANSWER["zh"] and ex.oracle_marker is None
     assert ORACLE.text not in ex.prompt and len(_sources(ex.prompt)) == 2
-    assert "Answer in Chinese" in ex.prompt
+    assert "answer from the sources in Chinese" in ex.prompt
 
 
 def test_conflict_example_notes_the_newer_source() -> None:

@@ -52,3 +52,23 @@ def test_an_order_to_the_assistant_never_reaches_the_model() -> None:
 def test_the_best_sentence_survives_a_tiny_budget() -> None:
     out = select("rated cooling capacity KFR-35GW", [_p(PROSE)], Analyzer(), budget_tokens=1)
     assert out and "3500 W" in out[0].text
+
+
+def test_a_question_in_a_document_brings_its_answer() -> None:
+    faq = _p("Why does the outdoor fan keep running after I switch the unit off? "
+             "It cools the inverter board for up to 60 seconds. The remote control needs two AAA batteries.")
+    out = select("Why does the outdoor fan keep running after I switch the unit off?", [faq], Analyzer(),
+                 budget_tokens=200, relative_floor=0.9)
+    assert "60 seconds" in out[0].text and "AAA" not in out[0].text
+
+
+def test_question_terms_no_kept_sentence_holds_bring_a_second_source_below_the_floor() -> None:
+    spec = _p("The KFR-35GW is charged at the factory with R32. The KFR-35GW weighs 9 kg. The KFR-35GW is white.",
+              cid=1)
+    guide = _p("R32 is a single-component refrigerant. Charging pressure for R32 is 0.95 to 1.05 MPa.", cid=2)
+    q = "What charging pressure applies to the refrigerant the KFR-35GW is charged with?"
+    out = select(q, [spec, guide], Analyzer(), budget_tokens=200, relative_floor=0.9)
+    assert [p.hit.chunk.chunk_id for p in out] == [1, 2] and "MPa" in out[1].text
+    assert "white" not in out[0].text  # nothing new in it: the floor still holds
+    alone = select(q, [spec, guide], Analyzer(), budget_tokens=200, relative_floor=0.9, min_new_share=1.0)
+    assert [p.hit.chunk.chunk_id for p in alone] == [1]
