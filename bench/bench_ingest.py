@@ -32,6 +32,7 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
 from bench.common import DATASETS, dir_mb, loadavg, machine, rss_mb  # noqa: E402
 from ingest.chunking import ChunkingSettings, chunk_document  # noqa: E402
+from ingest.parsers import ocr  # noqa: E402
 from ingest.pipeline import IngestOptions, Ingestor, Record, _contextualize, parsed_from_text  # noqa: E402
 from retrieval.collection import Collection  # noqa: E402
 from retrieval.embedders import Embedder, get_embedder  # noqa: E402
@@ -129,29 +130,39 @@ def bench_files(tmp: Path, emb: Embedder, chunking: ChunkingSettings, workers: i
     }
 
 
-def _parse_levels(s: str) -> tuple[int, ...]:
+Config = tuple[tuple[int, ...], str]  # (chunk levels, "legacy" for the OCR settings before issue 10, or "")
+
+
+def _parse_levels(s: str) -> Config:
+    levels, _, ocr = s.partition(":")
+    if ocr not in ("", "legacy-ocr"):
+        raise argparse.ArgumentTypeError(f"--levels {s!r}: the only suffix is ':legacy-ocr'")
     try:
-        return ChunkingSettings(levels=tuple(int(x) for x in s.split(","))).levels
+        return ChunkingSettings(levels=tuple(int(x) for x in levels.split(","))).levels, ocr.removesuffix("-ocr")
     except ValueError as e:
         raise argparse.ArgumentTypeError(f"--levels {s!r}: {e}") from e
 
 
+def _name(cfg: Config) -> str:
+    return "/".join(map(str, cfg[0])) + (" (legacy OCR)" if cfg[1] else "")
+
+
 def _row(name: str, r: dict[str, Any], items: str, rate: str) -> str:
-    return (f"| {name} | {'/'.join(map(str, r['levels']))} | {r[items]} | {r['chunks']} | {r['seconds']} | "
+    return (f"| {name} | {_name((tuple(r['levels']), r['ocr']))} | {r[items]} | {r['chunks']} | {r['seconds']} | "
             f"{r[rate]} | {r['chunks_per_s']} | " + " | ".join(f"{r['share'][k]:.0%}" for k in STAGES) + " |")
 
 
-def _summary(runs: Sequence[dict[str, Any]], configs: Sequence[tuple[int, ...]]) -> dict[str, Any]:
+def _summary(runs: Sequence[dict[str, Any]], configs: Sequence[Config]) -> dict[str, Any]:
     """Per corpus and configuration: total items and seconds over the rounds; the ratio of each to the first."""
     out: dict[str, Any] = {}
     for corpus, items, rate in (("scifact", "documents", "docs_per_s"), ("docs", "files", "files_per_s")):
         per: dict[str, dict[str, Any]] = {}
         for cfg in configs:
-            rs = [r for r in runs if r["corpus"] == corpus and tuple(r["levels"]) == cfg]
+            rs = [r for r in runs if r["corpus"] == corpus and (tuple(r["levels"]), r["ocr"]) == cfg]
             if not rs:
                 continue
             secs = sum(r["seconds"] for r in rs)
-            per["/".join(map(str, cfg))] = {
+            per[_name(cfg)] = {
                 "runs": len(rs), "seconds": round(secs, 1), rate: round(sum(r[items] for r in rs) / secs, 3),
                 "chunks_per_s": round(sum(r["chunks"] for r in rs) / secs, 1), "chunks": rs[0]["chunks"],
             }
@@ -169,32 +180,34 @@ def main() -> None:
     ap.add_argument("--limit", type=int, default=5183)
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--skip-files", action="store_true")
-    ap.add_argument("--levels", action="append", type=_parse_levels, metavar="L1,L2,...",
-                    help="chunk levels (default: the default chunking); repeat to compare configurations in one run")
+    ap.add_argument("--levels", action="append", type=_parse_levels, metavar="L1,L2,...[:legacy-ocr]",
+                    help="chunk levels (default: the default chunking), ':legacy-ocr' for the OCR settings before "
+                         "issue 10; repeat to compare configurations in one run")
     ap.add_argument("--rounds", type=int, default=1, help="ingest each corpus this many times per configuration")
     ap.add_argument("--skip-raw", action="store_true", help="do not time the raw encoder (saves two embeddings)")
     ap.add_argument("--out", default=None, help="results name (default ingest, or ingest-levels with several --levels)")
     args = ap.parse_args()
     if not (DATASETS / "scifact").is_dir():
         sys.exit(f"skipped: {DATASETS} not found (the shared data sets are not part of a fresh clone)")
-    configs: list[tuple[int, ...]] = list(dict.fromkeys(args.levels or [ChunkingSettings().levels]))
+    configs: list[Config] = list(dict.fromkeys(args.levels or [(ChunkingSettings().levels, "")]))
     emb = get_embedder(args.embedder)
     emb.load()
     tmp = Path(tempfile.mkdtemp(prefix="ragqa-bench-"))
     runs: list[dict[str, Any]] = []
     res: dict[str, Any] = {
         "machine": machine(), "command": "bench/bench_ingest.py " + " ".join(sys.argv[1:]),
-        "embedder": args.embedder, "levels": [list(c) for c in configs] if len(configs) > 1 else list(configs[0]),
+        "embedder": args.embedder, "levels": [_name(c) for c in configs] if len(configs) > 1 else _name(configs[0]),
     }
 
-    def run(corpus: str, cfg: tuple[int, ...], rnd: int) -> None:
-        where = tmp / f"{corpus}-{'_'.join(map(str, cfg))}-{rnd}"
-        chunking = ChunkingSettings(levels=cfg)
+    def run(corpus: str, cfg: Config, rnd: int) -> None:
+        where = tmp / f"{corpus}-{'_'.join(map(str, cfg[0]))}{cfg[1]}-{rnd}"
+        chunking = ChunkingSettings(levels=cfg[0])
+        ocr.configure(ocr.LEGACY if cfg[1] else ocr.DEFAULT)  # parser processes are forked: they inherit it
         t0 = time.strftime("%H:%M:%S", time.gmtime())
         r = (bench_records(where, emb, chunking, args.limit, raw=not args.skip_raw) if corpus == "scifact"
              else bench_files(where, emb, chunking, args.workers))
-        runs.append({"corpus": corpus, "round": rnd, "started_utc": t0, **r})
-        print(f"  {corpus} levels {list(cfg)} round {rnd}: {r['seconds']} s, {r['chunks']} chunks, "
+        runs.append({"corpus": corpus, "round": rnd, "started_utc": t0, "ocr": cfg[1], **r})
+        print(f"  {corpus} {_name(cfg)} round {rnd}: {r['seconds']} s, {r['chunks']} chunks, "
               f"load {r.get('loadavg_1m_before_after') or r.get('loadavg_1m_before_between_after')}", flush=True)
         shutil.rmtree(where, ignore_errors=True)
 

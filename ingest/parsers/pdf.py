@@ -30,8 +30,6 @@ from ingest.parsers.tables import (
 _PDF_DATE = re.compile(r"D?:?(\d{4})(\d\d)?(\d\d)?(\d\d)?(\d\d)?(\d\d)?\s*([Zz+\-])?\s*(\d\d)?'?(\d\d)?")
 _PAGE_NUMBER = re.compile(r"^(page\s*)?\d{1,4}(\s*(/|of)\s*\d{1,4})?$", re.IGNORECASE)
 _HEADING_RATIO = 1.15  # a block this much larger than the body font is a heading
-_RENDER_SCALE = 2.0  # 144 dpi: enough for PP-OCR on ordinary print
-_MAX_RENDER_SIDE = 2000  # pixels; poster-sized pages at 144 dpi exhaust onnxruntime and gain nothing
 _MIN_TEXT_CHARS = 8  # fewer characters than this on a page: treat it as scanned
 _RUNNING_TEXT = 80  # characters: shorter blocks between a table's two halves are running headers or footers
 
@@ -286,21 +284,28 @@ def _ocr_pages(src: Source, numbers: list[int], b: DocBuilder) -> dict[int, list
     if not src.ocr:
         b.warnings.append(f"pages without a text layer were skipped (OCR is off): {numbers}")
         return {}
+    out = ocr_pdf_pages(src.data, numbers)
+    b.warnings.append(f"OCR'd {len(numbers)} page(s) without a text layer: {numbers[:20]}")
+    return out
+
+
+def ocr_pdf_pages(data: bytes, numbers: list[int]) -> dict[int, list[str]]:
+    """Pages `numbers` (1-based) rendered at the OCR settings' scale and OCR'd: paragraphs per page."""
     import pypdfium2 as pdfium
 
-    from ingest.parsers.ocr import ocr_blocks
+    from ingest.parsers.ocr import ocr_blocks, settings
 
+    cfg = settings()
     out: dict[int, list[str]] = {}
-    doc = pdfium.PdfDocument(src.data)
+    doc = pdfium.PdfDocument(data)
     try:
         for n in numbers:
             page = doc[n - 1]
             width, height = page.get_size()
-            scale = min(_RENDER_SCALE, _MAX_RENDER_SIDE / max(width, height, 1.0))
+            scale = min(cfg.render_scale, cfg.max_render_side / max(width, height, 1.0))
             image = page.render(scale=scale).to_pil()
             out[n] = ocr_blocks(image)
             page.close()
     finally:
         doc.close()
-    b.warnings.append(f"OCR'd {len(numbers)} page(s) without a text layer: {numbers[:20]}")
     return out
