@@ -33,9 +33,10 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 from bench.common import DATASETS, dir_mb, loadavg, machine, rss_mb  # noqa: E402
 from ingest.chunking import ChunkingSettings, chunk_document  # noqa: E402
 from ingest.parsers import ocr  # noqa: E402
-from ingest.pipeline import IngestOptions, Ingestor, Record, _contextualize, parsed_from_text  # noqa: E402
+from ingest.pipeline import IngestOptions, Ingestor, Record, parsed_from_text  # noqa: E402
 from retrieval.collection import Collection  # noqa: E402
 from retrieval.embedders import Embedder, get_embedder  # noqa: E402
+from retrieval.text import contextualize  # noqa: E402
 
 STAGES = ("parse", "chunk", "embed", "index")
 
@@ -76,7 +77,7 @@ def bench_records(
     for r in recs:
         parsed = parsed_from_text(r.title, r.text)
         _, drafts = chunk_document(parsed, chunking)
-        texts += [_contextualize(r.title, d.heading_path, d.text) for d in drafts]
+        texts += [contextualize(r.title, d.heading_path, d.text) for d in drafts]
     emb.embed_documents(texts[:64])  # warm-up: the first run of an ONNX session allocates
     raw_s = [_timed(emb.embed_documents, texts)] if raw else []
     load = [os.getloadavg()[0]]
