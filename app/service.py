@@ -12,7 +12,7 @@ from app.errors import BadRequest, NotFound, Unavailable
 from retrieval.analyzer import Analyzer
 from retrieval.backend import LOCAL, BackendConfig, BackendUnavailable
 from retrieval.collection import Collection, CollectionNotFound, check_name, list_collections
-from retrieval.embedders import Embedder, get_embedder
+from retrieval.embedders import Embedder, loaded_embedder
 from retrieval.expand import Passage
 from retrieval.search import HybridRetriever, SearchParams
 from retrieval.store import SearchFilter
@@ -61,22 +61,15 @@ class SearchService:
                     log.error("%s", e)
                     raise Unavailable("the document store is unavailable; try again later") from e
                 assert col.manifest is not None
-                r = HybridRetriever(col, self._embedder(col.manifest.embedder), self.analyzer)
+                r = HybridRetriever(col, loaded_embedder(self._embedders, col.manifest.embedder), self.analyzer)
                 self._retrievers[name] = r
             return r
 
     def embedder(self, spec: str) -> Embedder:
         """The loaded embedder `spec`, one per process (the answer pipeline's sentence scorer is one)."""
         with self._lock:
-            return self._embedder(spec)
+            return loaded_embedder(self._embedders, spec)
 
-    def _embedder(self, spec: str) -> Embedder:
-        emb = self._embedders.get(spec)
-        if emb is None:
-            emb = get_embedder(spec)
-            emb.load()
-            self._embedders[spec] = emb
-        return emb
 
     def warm_up(self, name: str) -> None:
         """Load the collection and its embedder now, so the first request doesn't pay for it."""

@@ -24,7 +24,7 @@ from ingest.parsers.archive import ArchiveLimits
 from ingest.pipeline import FileResult, IngestOptions, Ingestor
 from retrieval.backend import LOCAL, BackendConfig
 from retrieval.collection import Collection, CollectionLocked
-from retrieval.embedders import Embedder, get_embedder
+from retrieval.embedders import Embedder, loaded_embedder
 
 if TYPE_CHECKING:
     from ingest.pg_jobs import Queue
@@ -161,7 +161,7 @@ class Worker:
         with self._write_lock(col, cancel):
             spec = resolve_spec(cfg.data_dir, job.collection, cfg.embedder_spec, [Path(x) for x in job.paths],
                                 cfg.backend)
-            embedder = self._embedder(spec)  # loaded once per worker, not once per job
+            embedder = loaded_embedder(self._embedders, spec)  # loaded once per worker, not once per job
             chunking = resolve_chunking(cfg.data_dir, job.collection, cfg.chunking, cfg.backend)
             col = open_collection(cfg.data_dir, job.collection, embedder, chunking, create=True, backend=cfg.backend)
             try:
@@ -199,13 +199,6 @@ class Worker:
                 continue
             return held
 
-    def _embedder(self, spec: str) -> Embedder:
-        emb = self._embedders.get(spec)
-        if emb is None:
-            emb = get_embedder(spec)
-            emb.load()
-            self._embedders[spec] = emb
-        return emb
 
     def _heartbeat(
         self, claim: Claim, done: threading.Event, lost: threading.Event, cancel: threading.Event

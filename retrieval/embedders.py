@@ -77,6 +77,17 @@ def choose_spec(spec: str, sample: Iterable[str]) -> str:
     return MIXED_DEFAULT if share >= _CJK_SHARE else ENGLISH_DEFAULT
 
 
+def loaded_embedder(cache: dict[str, Embedder], spec: str) -> Embedder:
+    """`spec`'s embedder from `cache`, made and loaded the first time it is asked for (a model loads in seconds and
+    holds hundreds of MB: a process keeps one per spec). The caller serialises calls if it has threads."""
+    emb = cache.get(spec)
+    if emb is None:
+        emb = get_embedder(spec)
+        emb.load()
+        cache[spec] = emb
+    return emb
+
+
 def get_embedder(spec: str) -> Embedder:
     """The embedder for `spec`, not loaded yet (call load()). Unknown spec: ValueError listing all."""
     if not isinstance(spec, str):
