@@ -44,9 +44,8 @@ def _questions(args: argparse.Namespace) -> list[tuple[str, Any, list[str]]]:
         if n <= 0:
             continue
         ds = load_dataset(spec, opts)
-        items = [i for i in select(ds.items, None, args.seed, (("answerable", n),) if name == "squad2" else ())
-                 if not i.unanswerable][:n] if name == "squad2" else select(ds.items, n, args.seed)
-        items = [i for i in items if not i.unanswerable]
+        sample = (("answerable", n),) if name == "squad2" else ()  # SQuAD: n of its answerable questions
+        items = [i for i in select(ds.items, None if sample else n, args.seed, sample) if not i.unanswerable][:n]
         part = ds.for_items(items)
         col = collection_name(part.name, "auto")
         built = build_collection(part, args.data, col, "auto", ChunkingSettings(levels=(128,)),
