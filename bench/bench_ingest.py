@@ -31,7 +31,8 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
 from bench.common import DATASETS, dir_mb, loadavg, machine, rss_mb  # noqa: E402
-from ingest.chunking import ChunkingSettings, chunk_document  # noqa: E402
+from ingest import chunking as chunking_module  # noqa: E402
+from ingest.chunking import HEADER_SHARE, ChunkingSettings, chunk_document  # noqa: E402
 from ingest.parsers import ocr  # noqa: E402
 from ingest.pipeline import IngestOptions, Ingestor, Record, parsed_from_text  # noqa: E402
 from retrieval.collection import Collection  # noqa: E402
@@ -131,21 +132,24 @@ def bench_files(tmp: Path, emb: Embedder, chunking: ChunkingSettings, workers: i
     }
 
 
-Config = tuple[tuple[int, ...], str]  # (chunk levels, "legacy" for the OCR settings before issue 10, or "")
+# (chunk levels, what runs as before issue 10): "legacy-ocr" the OCR settings; "legacy" those and a table's whole
+# header repeated in every piece however wide (ingest/chunking.py HEADER_SHARE); "" today's code.
+Config = tuple[tuple[int, ...], str]
+_LEGACY = {"": "", "legacy-ocr": " (legacy OCR)", "legacy": " (legacy OCR and table headers)"}
 
 
 def _parse_levels(s: str) -> Config:
-    levels, _, ocr = s.partition(":")
-    if ocr not in ("", "legacy-ocr"):
-        raise argparse.ArgumentTypeError(f"--levels {s!r}: the only suffix is ':legacy-ocr'")
+    levels, _, legacy = s.partition(":")
+    if legacy not in _LEGACY:
+        raise argparse.ArgumentTypeError(f"--levels {s!r}: the suffix is ':legacy-ocr' or ':legacy'")
     try:
-        return ChunkingSettings(levels=tuple(int(x) for x in levels.split(","))).levels, ocr.removesuffix("-ocr")
+        return ChunkingSettings(levels=tuple(int(x) for x in levels.split(","))).levels, legacy
     except ValueError as e:
         raise argparse.ArgumentTypeError(f"--levels {s!r}: {e}") from e
 
 
 def _name(cfg: Config) -> str:
-    return "/".join(map(str, cfg[0])) + (" (legacy OCR)" if cfg[1] else "")
+    return "/".join(map(str, cfg[0])) + _LEGACY[cfg[1]]
 
 
 def _row(name: str, r: dict[str, Any], items: str, rate: str) -> str:
@@ -181,9 +185,10 @@ def main() -> None:
     ap.add_argument("--limit", type=int, default=5183)
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--skip-files", action="store_true")
-    ap.add_argument("--levels", action="append", type=_parse_levels, metavar="L1,L2,...[:legacy-ocr]",
-                    help="chunk levels (default: the default chunking), ':legacy-ocr' for the OCR settings before "
-                         "issue 10; repeat to compare configurations in one run")
+    ap.add_argument("--levels", action="append", type=_parse_levels, metavar="L1,L2,...[:legacy[-ocr]]",
+                    help="chunk levels (default: the default chunking); ':legacy-ocr' for the OCR settings before "
+                         "issue 10, ':legacy' for those and its table headers; repeat to compare configurations in "
+                         "one run")
     ap.add_argument("--rounds", type=int, default=1, help="ingest each corpus this many times per configuration")
     ap.add_argument("--skip-raw", action="store_true", help="do not time the raw encoder (saves two embeddings)")
     ap.add_argument("--out", default=None, help="results name (default ingest, or ingest-levels with several --levels)")
@@ -204,6 +209,8 @@ def main() -> None:
         where = tmp / f"{corpus}-{'_'.join(map(str, cfg[0]))}{cfg[1]}-{rnd}"
         chunking = ChunkingSettings(levels=cfg[0])
         ocr.configure(ocr.LEGACY if cfg[1] else ocr.DEFAULT)  # parser processes are forked: they inherit it
+        # Chunking runs in this process; a share no header reaches repeats every header whole, as before.
+        chunking_module.HEADER_SHARE = 1e9 if cfg[1] == "legacy" else HEADER_SHARE
         t0 = time.strftime("%H:%M:%S", time.gmtime())
         r = (bench_records(where, emb, chunking, args.limit, raw=not args.skip_raw) if corpus == "scifact"
              else bench_files(where, emb, chunking, args.workers))

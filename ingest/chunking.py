@@ -6,19 +6,22 @@ Choices worth knowing:
   slices. Elements with empty text (an image without OCR text, alt or caption in `Element.text`)
   contribute nothing.
 - Tables are always their own chunks, at every level: the whole table if it fits, else pieces of whole
-  rows, each starting with the caption, header row and separator. Such a piece exceeds the level only when
-  the header plus its one row does (a row longer than the level itself is split like a long sentence).
-  Continuation pieces point at their rows' span. Rows are not overlapped: the repeated header gives each
-  piece its context.
+  rows, each starting with the caption, header row and separator. A header longer than HEADER_SHARE of the
+  level (a CSV with thousands of columns) is repeated cut to that share, before a word start, so pieces keep
+  the first column names and room for rows; the whole header then gets pieces of its own, cut like a long
+  sentence, and no row piece is an exact slice. A piece exceeds the level only when the (repeated) header
+  plus its one row does, so by at most HEADER_SHARE of it (a row longer than the level itself is split like
+  a long sentence). Continuation pieces point at their rows' span. Rows are not overlapped: the repeated
+  header gives each piece its context.
 - Images (their OCR/alt/caption text) are their own chunks too, split like text when long.
 - Text is packed sentence by sentence (retrieval/sentences.py): each sentence is tokenised once and chunks
   are sized by summing counts. A sentence longer than the level is cut before word-start tokens into
   pieces that overlap by the overlap size. Consecutive chunks share the last sentences of the previous
   chunk (about `overlap * level` tokens, at most half the level, never the whole previous chunk).
 - Sections longer than max_section_tokens are split at element, then sentence/row, boundaries; a sub-
-  section that continues a table repeats its header in `text` (its char span is that of its rows). A
-  sentence is never split across sections, so a section exceeds the maximum only when one sentence alone
-  does.
+  section that continues a table repeats its header in `text` (its char span is that of its rows), cut by
+  the same rule with the maximum as the size. A sentence is never split across sections, so a section
+  exceeds the maximum only when one sentence alone does, or a table's whole header with its first row.
 """
 
 from __future__ import annotations
@@ -35,8 +38,15 @@ from ingest.elements import ParsedDocument
 from retrieval.sentences import split_sentences, table_lines
 
 TOKENIZER_NAME = "all-MiniLM-L6-v2-wordpiece"
-# Bump when boundaries change, so that a collection never mixes old and new chunks.
+# Bump when boundaries change, so that a collection never mixes old and new chunks. Kept at v1 through the cut of
+# wide table headers (HEADER_SHARE): a bump refuses new documents into every collection built before, and only
+# tables whose header passes half a level are cut differently.
 ALGORITHM = "ragqa-chunking-v1"
+# A table piece below the top repeats the header, whole only up to this share of the size it must fit (chunk level,
+# or section maximum). Wider, it is cut to the share: repeated whole it left no room for rows, and past the
+# embedder's 512-token window every piece's vector was the header's. Half still leaves most pieces several rows, and
+# the first columns kept are usually the keys (id, name) that tell rows apart.
+HEADER_SHARE = 0.5
 
 
 @dataclass(frozen=True)
@@ -193,10 +203,12 @@ class _Seg:
     elem: _Elem
     lo: int
     hi: int
+    # Tables: the header in this part's text; the whole one at the table's top (in its slice), else as repeated.
+    head: _Unit | None = None
 
     @property
     def tokens(self) -> int:
-        head = self.elem.header.tokens if self.elem.header else 0
+        head = self.head.tokens if self.head else 0
         return head + sum(u.tokens for u in self.elem.units[self.lo : self.hi])
 
     @property
@@ -256,7 +268,7 @@ def _group(elems: list[_Elem]) -> list[_Section]:
             sections.append(cur)
         if not el.heading and not cur.has_body:
             cur.heading_path, cur.parent, cur.has_body = el.heading_path, el.heading_path[:-1], True
-        cur.segs.append(_Seg(el, 0, len(el.units)))
+        cur.segs.append(_Seg(el, 0, len(el.units), el.header))
     return sections
 
 
@@ -277,7 +289,7 @@ def _merge_tiny(sections: list[_Section], tiny: int) -> list[_Section]:
     return out
 
 
-def _split_large(s: _Section, limit: int) -> list[_Section]:
+def _split_large(s: _Section, limit: int, split: Splitter) -> list[_Section]:
     """Pack whole elements into parts of about equal size up to `limit` tokens (so no tiny tail part); an
     element larger than `limit` is cut at sentence/row boundaries."""
     total = s.tokens
@@ -299,16 +311,18 @@ def _split_large(s: _Section, limit: int) -> list[_Section]:
             used = t
             continue
         el = seg.elem
-        head = el.header.tokens if el.header else 0  # every part of a table repeats its header
-        lo, used = seg.lo, head
+        rep = _repeated_header(el.header, limit, split) if el.header else None  # every later part repeats it
+        lo, head = seg.lo, seg.head
+        used = head.tokens if head else 0
         for i in range(seg.lo, seg.hi):
             u = el.units[i].tokens
             if i > lo and (used + u > limit or used >= target):
-                parts[-1].append(_Seg(el, lo, i))
+                parts[-1].append(_Seg(el, lo, i, head))
                 parts.append([])
-                lo, used = i, head
+                lo, head = i, rep
+                used = head.tokens if head else 0
             used += u
-        parts[-1].append(_Seg(el, lo, seg.hi))
+        parts[-1].append(_Seg(el, lo, seg.hi, head))
     return [_Section(s.heading_path, s.parent, p, True) for p in parts]
 
 
@@ -344,6 +358,13 @@ def _make_splitter(doc: str, counter: TokenCounter) -> Splitter:
             i = nxt
 
     return split
+
+
+def _repeated_header(head: _Unit, size: int, split: Splitter) -> _Unit:
+    """The header as a piece below the table's top repeats it: whole while at most HEADER_SHARE of `size`, else
+    its first tokens up to that share, cut by the splitter before a word start so its count stays exact."""
+    cap = max(1, int(size * HEADER_SHARE))
+    return head if head.tokens <= cap else split(head, cap, 0)[0]
 
 
 def _expand(units: Sequence[_Unit], size: int, overlap: int, split: Splitter) -> list[_Unit]:
@@ -407,15 +428,17 @@ def _table(seg: _Seg, level: int, doc: str, split: Splitter) -> list[Piece]:
     rows = list(el.units[seg.lo : seg.hi])
     if head is None:  # no header row found: plain lines
         return _stream(rows, "table", level, 0, doc, split)
-    if (seg.lo == 0 and seg.hi == len(el.units) and seg.tokens <= level) or not rows:
+    if seg.lo == 0 and seg.hi == len(el.units) and seg.tokens <= level:
         return [("table", doc[seg.start : seg.end], seg.tokens, seg.start, seg.end, _pages([head, *rows]))]
-    out: list[Piece] = []
-    for g in _pack(_expand(rows, level, 0, split), level - head.tokens, 0, 0):
-        tokens = head.tokens + sum(u.tokens for u in g)
-        if g[0].start == el.units[0].start:  # directly under the header: an exact slice
+    rep = _repeated_header(head, level, split)
+    # A cut header leaves words that only the table's top part can carry: the whole header, in pieces of its own.
+    out = _stream([head], "table", level, 0, doc, split) if rep is not head and seg.lo == 0 else []
+    for g in _pack(_expand(rows, level, 0, split), level - rep.tokens, 0, 0):
+        tokens = rep.tokens + sum(u.tokens for u in g)
+        if rep is head and g[0].start == el.units[0].start:  # directly under the whole header: an exact slice
             out.append(("table", doc[el.start : g[-1].end], tokens, el.start, g[-1].end, _pages([head, *g])))
         else:
-            text = doc[head.start : head.end] + "\n" + doc[g[0].start : g[-1].end]
+            text = doc[rep.start : rep.end] + "\n" + doc[g[0].start : g[-1].end]
             out.append(("table", text, tokens, g[0].start, g[-1].end, _pages([head, *g])))
     return out
 
@@ -443,8 +466,8 @@ def _section_pieces(sec: _Section, level: int, target: int, doc: str, split: Spl
 def _section_draft(pos: int, sec: _Section, doc: str) -> SectionDraft:
     first, last = sec.segs[0], sec.segs[-1]
     text = doc[first.start : last.end]
-    head = first.elem.header
-    if head is not None and first.lo > 0:  # continues a table: repeat its header
+    head = first.head
+    if head is not None and first.lo > 0:  # continues a table: repeat its header, as _split_large cut it
         text = doc[head.start : head.end] + "\n" + text
     units = [u for s in sec.segs for u in s.elem.units[s.lo : s.hi]]
     p0, p1 = _pages(units or [h for s in sec.segs if (h := s.elem.header) is not None])
@@ -463,9 +486,9 @@ def chunk_document(
     if not elems:
         return [], []
     sections = _merge_tiny(_group(elems), settings.levels[0] // 4)
-    sections = [part for s in sections for part in _split_large(s, settings.max_section_tokens)]
+    split = _make_splitter(doc, counter)  # before sections: a wide table header is cut with it there too
+    sections = [part for s in sections for part in _split_large(s, settings.max_section_tokens, split)]
     drafts = [_section_draft(i, s, doc) for i, s in enumerate(sections)]
-    split = _make_splitter(doc, counter)
     chunks: list[ChunkDraft] = []
     for level in settings.levels:
         target = round(settings.overlap * level)

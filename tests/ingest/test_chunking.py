@@ -6,7 +6,7 @@ import re
 
 import pytest
 
-from ingest.chunking import ChunkDraft, ChunkingSettings, TokenCounter, chunk_document
+from ingest.chunking import ChunkDraft, ChunkingSettings, SectionDraft, TokenCounter, chunk_document
 from ingest.elements import Element, ImageRef, ParsedDocument, Table
 from retrieval.sentences import split_sentences, table_lines
 
@@ -407,3 +407,66 @@ def test_settings_checked_and_recorded() -> None:
     manifest = ChunkingSettings(levels=(128, 256, 512)).to_manifest()
     assert manifest["levels"] == [128, 256, 512] and manifest["overlap"] == 0.15
     assert manifest["tokenizer"] == TokenCounter().name
+
+
+def wide_table(rows: int) -> Table:
+    # A header of about 300 tokens (long column names, as in measurement exports) over short rows.
+    header = tuple(f"Frequency of unstimulated CD{k} naive T cells expressing marker {k} in panel {k % 3}"
+                   for k in range(12))
+    return Table(header, tuple((f"donor {i}", *(str(i * k) for k in range(11))) for i in range(rows)),
+                 caption="Table 9: immune panel")
+
+
+def repeated_header(piece: ChunkDraft | SectionDraft, text: str) -> str:
+    """What a table continuation's text puts before its rows' own span."""
+    assert piece.char_start is not None and piece.char_end is not None
+    span = text[piece.char_start : piece.char_end]
+    assert piece.text.endswith("\n" + span)
+    return piece.text[: -len(span) - 1]
+
+
+def test_wide_table_header_is_cut_where_repeated(counter: TokenCounter) -> None:
+    t = wide_table(30)
+    md = t.to_markdown()
+    doc = ParsedDocument((Element("table", md, ("Panel",), page=2, table=t),))
+    _, chunks = chunk_document(doc, SETTINGS, counter)
+    header = "\n".join(md.split("\n")[:3])
+    rows = md.split("\n")[3:]
+    assert 250 < counter.count(header) < 350 and max(counter.count(r) for r in rows) < 40
+    for level in SETTINGS.levels:
+        cs = by_level(chunks, level)
+        assert all(c.kind == "table" and counter.count(c.text) == c.token_count <= level for c in cs)
+        # The whole header first, in exact slices of the document, then pieces of rows under the cut header.
+        tops = [c for c in cs if c.char_start is not None and c.char_start < len(header)]
+        assert re.sub(r"\s", "", "".join(c.text for c in tops)) == re.sub(r"\s", "", header)
+        assert all(c.text == doc.text[c.char_start : c.char_end] for c in tops)
+        pieces = cs[len(tops) :]
+        cut = repeated_header(pieces[0], doc.text)
+        assert header.startswith(cut) and cut.startswith("Table 9: immune panel")
+        assert level // 4 < counter.count(cut) <= level // 2
+        seen = []
+        for c in pieces:
+            assert c.text.startswith(cut + "\n") and c.text.endswith(doc.text[c.char_start : c.char_end])
+            seen += c.text[len(cut) + 1 :].split("\n")
+        assert seen == rows, "every row exactly once, in order"
+        assert len(pieces) < len(rows)  # short rows still share pieces
+
+
+def test_wide_table_sub_sections_repeat_the_cut_header(counter: TokenCounter) -> None:
+    t = wide_table(120)
+    md = t.to_markdown()
+    doc = ParsedDocument((Element("table", md, ("Panel",), table=t),))
+    settings = ChunkingSettings(levels=(128,), max_section_tokens=256)
+    sections, chunks = chunk_document(doc, settings, counter)
+    header = "\n".join(md.split("\n")[:3])
+    assert len(sections) > 10
+    first, rest = sections[0], sections[1:]
+    assert header in first.text and first.token_count > 256  # documented: the whole header with its first row
+    cut = repeated_header(rest[0], doc.text)
+    assert header.startswith(cut) and 64 < counter.count(cut) <= 128
+    for s in sections:
+        assert counter.count(s.text) == s.token_count
+    for s in rest:
+        assert s.char_start is not None and s.token_count <= 256
+        assert s.text.startswith(cut + "\n") and s.text.endswith(doc.text[s.char_start : s.char_end])
+    assert all(c.token_count <= 128 and counter.count(c.text) == c.token_count for c in chunks)
