@@ -51,8 +51,7 @@ def _facts(question: str, passages: Sequence[Passage], analyzer: Analyzer, min_r
 
 
 def _date(p: Passage) -> str:
-    c = p.hit.chunk
-    return c.effective_date or "" if c.date_source != "mtime" else ""
+    return p.hit.chunk.document_date or ""
 
 
 def preference(a: Passage, b: Passage, year: int | None = None) -> tuple[Passage, Passage, str]:

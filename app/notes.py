@@ -24,8 +24,7 @@ def later_than_cutoff(question: str, passages: Sequence[Passage], newest: str | 
     would be false. Dates taken from a file's modification time are not evidence of what a document covers, so
     they do not count (newest_date leaves them out too)."""
     years = [int(y) for y in YEAR.findall(question)]
-    dates = [p.hit.chunk.effective_date for p in passages
-             if p.hit.chunk.effective_date and p.hit.chunk.date_source != "mtime"]
+    dates = [d for p in passages if (d := p.hit.chunk.document_date)]
     if newest:
         dates.append(newest)
     if not years or not dates:

@@ -35,7 +35,7 @@ from app.prompts import render_prompt
 from app.routing import NO_ANSWER, SMALLTALK_REPLY, decide_retrieval
 from app.service import SearchService
 from app.sufficiency import JudgePolicy, Verdict, bridge_query, gate_score, judge, needs_model
-from app.support_gate import cited_support, cited_text, off_topic
+from app.support_gate import cited_support, cited_text, off_topic, term_weights
 from retrieval import transforms
 from retrieval.analyzer import Analyzer
 from retrieval.evidence import Evidence, gather, query_similarity, rows_as_records, select
@@ -78,6 +78,9 @@ class PipelineConfig:
     evidence_tokens: int = 320
     evidence_floor: float = 0.6
     evidence_context: int = 0  # sentences kept either side of a chosen one
+    # Below the floor, a sentence is still kept when it holds this share of the question's weight in terms no kept
+    # sentence holds (coverage for questions with several parts; tests/retrieval/test_evidence.py).
+    evidence_min_new_share: float = 0.15
     semantic_weight: float = 2.0  # selection: weight of a sentence's embedding similarity beside its word overlap
     # The encoder of that similarity, whatever the collection's: multilingual USE embeds a sentence in about 1 ms
     # where e5-small takes 18 ms, and selection embeds 40-60 of them per question (bench/bench_select.py,
@@ -103,7 +106,8 @@ class PipelineConfig:
         """The sentences the model reads (retrieval/evidence.py `select`) with these settings; the fine-tuning data
         (app/finetune/pairs.py) builds its prompts with it too, so it trains on what the pipeline shows."""
         return select(question, passages, analyzer, self.evidence_tokens, context=self.evidence_context,
-                      similarity=similarity, semantic_weight=self.semantic_weight, relative_floor=self.evidence_floor)
+                      similarity=similarity, semantic_weight=self.semantic_weight, relative_floor=self.evidence_floor,
+                      min_new_share=self.evidence_min_new_share)
 
 
 @dataclass(frozen=True)
@@ -194,6 +198,8 @@ class AnswerPipeline:
         self.service.warm_up(collection)
         if self.config.select_embedder:
             self.service.embedder(self.config.select_embedder)
+        if self.config.min_cited_share > 0:
+            term_weights()  # the support gate's IDF table (about 0.3 s)
 
     async def answer(self, req: AskRequest) -> Answer:
         final: Answer | None = None
@@ -515,7 +521,8 @@ def sources_block(passages: tuple[Passage, ...] | list[Passage]) -> str:
     blocks = []
     for i, p in enumerate(passages, 1):
         c = p.hit.chunk
-        head = f"[{i}] {c.title}" + (f" (effective {c.effective_date})" if c.effective_date else "")
+        # A date only where the document states one: a file's copy time would read as "newest" to the model.
+        head = f"[{i}] {c.title}" + (f" (effective {c.document_date})" if c.document_date else "")
         if c.authority is not None:
             head += f" (authority {c.authority:g})"
         body = rows_as_records(p.text).replace("<<<", "< < <").replace(">>>", "> > >")

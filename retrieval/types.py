@@ -60,6 +60,11 @@ class Chunk:
     family: str | None = None  # documents that are versions of each other share a family
     date_source: str = "none"  # where effective_date came from; "mtime" is weak evidence, ignored for time logic
 
+    @property
+    def document_date(self) -> str | None:
+        """The date the document states (explicit, metadata, title, content, file name), not its file's copy time."""
+        return self.effective_date if self.effective_date and self.date_source != "mtime" else None
+
 
 @dataclass(frozen=True)
 class ScoredChunk:

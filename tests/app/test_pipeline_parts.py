@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
 
 from app.components import pipeline_config
-from app.pipeline import MarkupFilter, revision
+from app.pipeline import MarkupFilter, revision, sources_block
+from app.prompts import render_prompt
 from app.settings import Settings
 from app.sufficiency import needs_model
-from retrieval.types import Answer
+from retrieval.expand import Passage
+from retrieval.types import Answer, Chunk, ScoredChunk
 
 
 def test_the_model_judges_where_the_gate_is_unsure_unless_told_otherwise(tmp_path: Path) -> None:
@@ -68,3 +71,25 @@ def test_sentence_selection_scores_with_the_configured_encoder_not_the_collectio
     assert service.embedder("use-multilingual") is service.embedder("use-multilingual")  # loaded once
     with pytest.raises(AssertionError, match="collection's encoder"):
         sentence_similarity(service, retriever, PipelineConfig(select_embedder=""), "q")(["a sentence"])  # type: ignore[arg-type]
+
+
+def _passage(title: str, date: str | None, source: str) -> Passage:
+    chunk = Chunk(chunk_id=1, doc_id="d", collection="c", text="Coils are cleaned every 6 months.", level=128,
+                  position=0, section_id=None, title=title, effective_date=date, date_source=source)
+    return Passage(hit=ScoredChunk(chunk, 1.0), text=chunk.text, chunk_ids=(1,), token_count=8, expanded="chunk")
+
+
+def test_source_headers_date_only_documents_that_state_a_date() -> None:
+    block = sources_block([_passage("Schedule", "2023-09-01", "content"), _passage("FAQ", "2026-12-02", "mtime")])
+    assert "[1] Schedule (effective 2023-09-01)\n<<<" in block
+    assert "[2] FAQ\n<<<" in block and "2026-12-02" not in block  # a file's copy time is not the document's date
+
+
+def test_answer_rules_come_before_the_sources_so_every_question_reuses_them() -> None:
+    # The model server keeps the prompt prefix it read last: what precedes the sources is read once, not per question.
+    a = render_prompt("sources", sources=sources_block([_passage("A", None, "none")]))
+    b = render_prompt("sources", sources=sources_block([_passage("B", None, "none")]))
+    shared = len(os.path.commonprefix([a, b]))
+    assert "Every sentence that states a fact" in a[:shared] and "knowledge base does not contain" in a[:shared]
+    tail = render_prompt("answer", language="English", max_sentences=4, notes="", conversation="", question="Q?")
+    assert tail.endswith("Question: Q?\nAnswer:") and "in English" in tail
