@@ -83,7 +83,7 @@ def check_citations(
     without a source, such as the year a question asks about when the answer says what held as of an earlier date."""
     checks: list[SentenceCheck] = []
     used: dict[int, Citation] = {}
-    for sentence in split_sentences(answer):
+    for sentence in _answer_sentences(answer):
         wanted = [m for m in markers(sentence) if 1 <= m <= len(passages)]
         kept, dropped = [], []
         for m in wanted:
@@ -104,6 +104,18 @@ def check_citations(
                     used.setdefault(m, _citation(m, passages[m - 1], span, score, chunks_by_id))
         checks.append(SentenceCheck(sentence, tuple(kept), tuple(dropped), bool(kept), added))
     return CitationReport(tuple(used[m] for m in sorted(used)), tuple(checks))
+
+
+def _answer_sentences(answer: str) -> list[str]:
+    """The answer's sentences, a marker written after the full stop ("导演辛爽。[2]") joined to the sentence it ends:
+    split alone, the sentence would have no citation and the marker no sentence."""
+    out: list[str] = []
+    for s in split_sentences(answer):
+        if out and markers(s) and not strip_markers(s).strip(" .。"):
+            out[-1] += s
+        else:
+            out.append(s)
+    return out
 
 
 def _citation(marker: int, p: Passage, span: str, score: float, chunks_by_id: dict[int, Chunk]) -> Citation:

@@ -19,11 +19,12 @@ from pathlib import Path
 import numpy as np
 
 
-def _items(folder: Path) -> dict[str, dict[str, object]]:
+def _items(folder: Path, pair: int) -> dict[str, dict[str, object]]:
+    """Items keyed by the pair they belong to and their id: the same question in two sets stays two items."""
     out = {}
     for line in (folder / "items.jsonl").read_text(encoding="utf-8").splitlines():
         d = json.loads(line)
-        out[f"{folder.name.split('-', 2)[-1]}:{d['id']}"] = d
+        out[f"{pair}:{d['id']}"] = d
     return out
 
 
@@ -46,11 +47,11 @@ def main(argv: list[str] | None = None) -> int:
         sys.exit("give run folders in pairs: BEFORE AFTER")
     before: dict[str, dict[str, object]] = {}
     after: dict[str, dict[str, object]] = {}
-    for a, b in zip(args.runs[::2], args.runs[1::2], strict=True):
-        ia, ib = _items(a), _items(b)
+    for pair, (a, b) in enumerate(zip(args.runs[::2], args.runs[1::2], strict=True)):
+        ia, ib = _items(a, pair), _items(b, pair)
         ids = sorted(set(ia) & set(ib))
         before.update({i: ia[i] for i in ids})
-        after.update({i.replace(b.name.split("-", 2)[-1], a.name.split("-", 2)[-1]): ib[i] for i in ids})
+        after.update({i: ib[i] for i in ids})
     keys = sorted(before)
     cols = {}
     for name, runs in (("before", before), ("after", {k: after[k] for k in keys})):

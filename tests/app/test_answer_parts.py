@@ -70,6 +70,14 @@ def test_citations_keep_supported_drop_unsupported_and_attach_missing() -> None:
     assert render_with_markers(rep).startswith("E4 means the outdoor fan motor has failed [1].")
 
 
+def test_a_marker_after_the_full_stop_cites_the_sentence_it_ends() -> None:
+    ps = [_passage(1, "a", "《漫长的季节》由辛爽执导。"), _passage(2, "b", "导演辛爽，主演范伟。")]
+    chunks = {p.hit.chunk.chunk_id: p.hit.chunk for p in ps}
+    rep = check_citations("导演辛爽。[2]", ps, chunks, SupportScorer(Analyzer()))
+    assert [s.cited for s in rep.sentences] == [(2,)] and not rep.sentences[0].added
+    assert render_with_markers(rep) == "导演辛爽 [2]。"
+
+
 def test_numbers_must_match_for_support() -> None:
     p = _passage(1, "w", "The compressor is covered for 5 years from installation.")
     rep = check_citations(
