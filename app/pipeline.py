@@ -38,7 +38,7 @@ from app.sufficiency import JudgePolicy, Verdict, bridge_query, gate_score, judg
 from app.support_gate import cited_support, cited_text, off_topic, term_weights
 from retrieval import transforms
 from retrieval.analyzer import Analyzer
-from retrieval.evidence import Evidence, gather, query_similarity, rows_as_records, select
+from retrieval.evidence import Evidence, Lead, gather, query_similarity, rows_as_records, select
 from retrieval.expand import Passage
 from retrieval.rerank import Reranker
 from retrieval.search import HybridRetriever
@@ -102,12 +102,13 @@ class PipelineConfig:
     min_cited_share: float = 0.555
 
     def select(self, question: str, passages: Sequence[Passage], analyzer: Analyzer,
-               similarity: Callable[[Sequence[str]], np.ndarray] | None = None) -> list[Passage]:
+               similarity: Callable[[Sequence[str]], np.ndarray] | None = None, lead: Lead | None = None
+               ) -> list[Passage]:
         """The sentences the model reads (retrieval/evidence.py `select`) with these settings; the fine-tuning data
         (app/finetune/pairs.py) builds its prompts with it too, so it trains on what the pipeline shows."""
         return select(question, passages, analyzer, self.evidence_tokens, context=self.evidence_context,
                       similarity=similarity, semantic_weight=self.semantic_weight, relative_floor=self.evidence_floor,
-                      min_new_share=self.evidence_min_new_share)
+                      min_new_share=self.evidence_min_new_share, lead=lead)
 
 
 @dataclass(frozen=True)
@@ -274,8 +275,8 @@ class AnswerPipeline:
         passages: tuple[Passage, ...] = ()
         similarity = await asyncio.to_thread(sentence_similarity, self.service, retriever, cfg, req.question)
 
-        def compose(passages: tuple[Passage, ...]) -> Composed:
-            return self._compose(req, plan, passages, similarity)
+        def compose(passages: tuple[Passage, ...], lead: Lead | None = None) -> Composed:
+            return self._compose(req, plan, passages, similarity, lead)
 
         composed = Composed((), "", (), None)  # replaced in round 1: check_request guarantees max_rounds >= 1
         sufficient = False
@@ -302,10 +303,14 @@ class AnswerPipeline:
                 if bridge is not None and n < req.max_rounds:
                     # A multi-hop question that one round seemed to answer: look once more, from the bridge sentence.
                     yield _status("retrieve", "Following a lead to a second source", n + 1)
+                    seen = {p.hit.chunk.chunk_id for p in passages}
                     ev = await self._gather(req, plan, retriever, [bridge], passages, trace)
                     passages = ev.passages
                     with trace.timed("select"):
-                        composed = await asyncio.to_thread(compose, passages)
+                        lead = Lead(bridge, frozenset(i for i, p in enumerate(passages) if p.hit.chunk.chunk_id
+                                                      not in seen),
+                                    await asyncio.to_thread(sentence_similarity, self.service, retriever, cfg, bridge))
+                        composed = await asyncio.to_thread(compose, passages, lead)
                     rounds.append({"round": n + 1, "queries": [bridge], "hits": [h.chunk.chunk_id for h in ev.hits],
                                    "bridge": True})
                 break
@@ -357,8 +362,9 @@ class AnswerPipeline:
         return ev
 
     def _compose(self, req: AskRequest, plan: Plan, passages: tuple[Passage, ...],
-                 similarity: Callable[[Sequence[str]], np.ndarray] | None = None) -> Composed:
-        chosen = tuple(self.config.select(req.question, passages, self.service.analyzer, similarity))
+                 similarity: Callable[[Sequence[str]], np.ndarray] | None = None, lead: Lead | None = None
+                 ) -> Composed:
+        chosen = tuple(self.config.select(req.question, passages, self.service.analyzer, similarity, lead))
         return Composed(
             passages=chosen,
             prefix=render_prompt("sources", sources=sources_block(chosen)),

@@ -145,10 +145,24 @@ def query_similarity(embedder: Embedder, question: str) -> Callable[[Sequence[st
     return similarity
 
 
+@dataclass(frozen=True)
+class Lead:
+    """A bridge round's lead for `select`: the bridge query, and which passages its search brought. The second hop
+    names the bridge entity ("Alan Brewster is a British screenwriter"), not the question's words, so scored against
+    the question alone it falls below the floor; those passages' sentences are scored against the lead too, in a
+    `share` of the budget held back for them."""
+
+    text: str
+    passages: frozenset[int]  # indexes into select's passages
+    similarity: Callable[[Sequence[str]], np.ndarray] | None = None
+    share: float = 1 / 3
+
+
 def select(
     question: str, passages: Sequence[Passage], analyzer: Analyzer, budget_tokens: int, context: int = 1,
     header_tokens: int = 12, similarity: Callable[[Sequence[str]], np.ndarray] | None = None,
     semantic_weight: float = 1.0, relative_floor: float = 0.0, min_new_share: float = 0.15,
+    lead: Lead | None = None,
 ) -> list[Passage]:
     """The question-bearing sentences of each passage (table rows whole, with their header), within the budget.
 
@@ -159,35 +173,44 @@ def select(
     sentence also pays for the source's header in the prompt, `header_tokens` plus its title), or until the scores fall
     below `relative_floor` times the best one: a question one sentence answers gets a short prompt. Then, within the
     budget, a sentence holding at least `min_new_share` of the question's weight in terms no kept sentence holds is
-    kept too, and a sentence that is itself a question brings the sentence after it (its answer, in an FAQ).
+    kept too, and a sentence that is itself a question brings the sentence after it (its answer, in an FAQ). With a
+    `lead`, its passages' sentences are then ranked against the lead the same way, in the budget held back for them.
     A passage keeps its place in the order, and its text becomes the kept sentences in document order, gaps marked
     with "…"; a passage with nothing kept is dropped. The best sentence is always kept, however long, so evidence is
     never empty while any passage has a sentence; sentences that give orders to the assistant are dropped first.
     """
     if budget_tokens < 1:
         raise ValueError(f"budget_tokens must be >= 1, got {budget_tokens}")
-    q_terms = set(analyzer.tokenize(YEAR.sub(" ", question))) or set(analyzer.tokenize(question))
     # Orders addressed to the assistant are not evidence (retrieval/injection.py): they never reach the model.
     units = [[u for u in _units(p.text) if not looks_like_instruction(u)] for p in passages]
     unit_terms = [[set(analyzer.tokenize(u)) for u in us] for us in units]
-    # Inverse frequency over the units at hand: a term in every sentence (the product's name) tells little.
     n_units = sum(len(us) for us in units) or 1
-    df = {t: sum(1 for ts in unit_terms for s in ts if t in s) for t in q_terms}
-    weight = {t: float(np.log(1 + n_units / (1 + df[t]))) for t in q_terms}
-    total = sum(weight.values()) or 1.0
-    flat = [u for us in units for u in us]
-    sims = iter(np.asarray(similarity(flat), dtype=float).tolist() if similarity is not None and flat else [])
-    scored = []
-    for pi, ts in enumerate(unit_terms):
-        for ui, s in enumerate(ts):
-            score = sum(weight[t] for t in q_terms & s) / total
-            if similarity is not None:
-                score += semantic_weight * max(0.0, next(sims))
+
+    def weights(text: str) -> tuple[set[str], dict[str, int], dict[str, float]]:
+        terms = set(analyzer.tokenize(YEAR.sub(" ", text))) or set(analyzer.tokenize(text))
+        # Inverse frequency over the units at hand: a term in every sentence (the product's name) tells little.
+        df = {t: sum(1 for ts in unit_terms for s in ts if t in s) for t in terms}
+        return terms, df, {t: float(np.log(1 + n_units / (1 + df[t]))) for t in terms}
+
+    def ranked(terms: set[str], weight: dict[str, float], sim: Callable[[Sequence[str]], np.ndarray] | None,
+               only: frozenset[int] | None = None) -> list[tuple[float, int, int]]:
+        total = sum(weight.values()) or 1.0
+        at = [(pi, ui) for pi, ts in enumerate(unit_terms) if only is None or pi in only for ui in range(len(ts))]
+        sims = np.asarray(sim([units[pi][ui] for pi, ui in at]), dtype=float).tolist() if sim and at else []
+        scored = []
+        for k, (pi, ui) in enumerate(at):
+            score = sum(weight[t] for t in terms & unit_terms[pi][ui]) / total
+            if sims:
+                score += semantic_weight * max(0.0, sims[k])
             scored.append((score - 0.02 * pi, pi, ui))  # ties go to the better-ranked passage
-    scored.sort(reverse=True)
+        return sorted(scored, reverse=True)
+
+    q_terms, df, weight = weights(question)
+    scored = ranked(q_terms, weight, similarity)
     keep: list[set[int]] = [set() for _ in passages]
     used = 0
-    best = scored[0][0] if scored else 0.0
+    limit = budget_tokens - (int(budget_tokens * lead.share) if lead and lead.passages else 0)
+
     def take(pi: int, ui: int) -> bool:
         window = [j for j in range(ui - context, ui + context + 1) if 0 <= j < len(units[pi])]
         if units[pi][ui].rstrip().endswith(("?", "？")) and ui + 1 < len(units[pi]):
@@ -196,18 +219,23 @@ def select(
         if not keep[pi]:  # a new source costs its header in the prompt too
             cost += header_tokens + approx_tokens(passages[pi].hit.chunk.title)
         nonlocal used
-        if used + cost > budget_tokens:
+        if used + cost > limit:
             return False
         keep[pi].update(window)
         used += cost
         return True
 
-    for rank, (score, pi, ui) in enumerate(scored):
-        if rank > 0 and (score <= 0 or score < relative_floor * best):
-            break
-        if not take(pi, ui) and rank == 0:  # the single best sentence, alone, however long
-            keep[pi].add(ui)
-            used += approx_tokens(units[pi][ui])
+    def best_first(scored: list[tuple[float, int, int]]) -> None:
+        best = scored[0][0] if scored else 0.0
+        for rank, (score, pi, ui) in enumerate(scored):
+            if rank > 0 and (score <= 0 or score < relative_floor * best):
+                break
+            if not take(pi, ui) and rank == 0:  # the single best sentence, alone, however long
+                keep[pi].add(ui)
+                nonlocal used
+                used += approx_tokens(units[pi][ui])
+
+    best_first(scored)
     # Question terms that no kept sentence holds: the best sentence holding a good share of them is kept too, below
     # the floor (the second hop of "the pressure for the refrigerant the KFR-35GW uses", the other half of "X and Y").
     covered = set().union(*(unit_terms[pi][ui] for pi, kept in enumerate(keep) for ui in kept)) & q_terms
@@ -216,6 +244,10 @@ def select(
         new = (unit_terms[pi][ui] & q_terms) - covered
         if ui not in keep[pi] and sum(weight[t] for t in new) >= min_new_share * reachable and take(pi, ui):
             covered |= new
+    if lead and lead.passages:
+        limit = budget_tokens
+        l_terms, _, l_weight = weights(lead.text)
+        best_first(ranked(l_terms, l_weight, lead.similarity, lead.passages))
     out = []
     for p, us, kept in zip(passages, units, keep, strict=True):
         if not kept:

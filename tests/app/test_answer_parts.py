@@ -12,9 +12,11 @@ from app.conflicts import find_disagreements
 from app.errors import Overloaded
 from app.notes import cutoff_sentence as _cutoff_sentence
 from app.notes import later_than_cutoff as _later_than_cutoff
+from app.pipeline import PipelineConfig
 from app.routing import decide_retrieval, language_of
 from app.sufficiency import bridge_query, score_gate
 from retrieval.analyzer import Analyzer
+from retrieval.evidence import Lead
 from retrieval.evidence import order_by_date as _order_by_date
 from retrieval.expand import Passage
 from retrieval.text import markers, numbers, split_sentences, strip_markers
@@ -175,3 +177,20 @@ def test_bridge_query_for_a_question_no_sentence_covers() -> None:
     assert bridge is not None and "R32" in bridge and "KFR-35GW" in bridge and "R410A" not in bridge
     covered = _passage(2, "ref", "The charging pressure for the refrigerant used by the KFR-35GW is 0.95 MPa.")
     assert bridge_query(scorer, q, [spec, covered], 0.75) is None
+
+
+def test_the_bridge_round_selects_the_second_hop_the_question_alone_would_drop() -> None:
+    # HotpotQA's pattern: the second document names the bridge entity, not the question's words.
+    scorer = SupportScorer(Analyzer())
+    film = _passage(1, "film", "Night Harbour is a 1998 drama film directed by Alan Brewster. "
+                               "The film was shot in Lisbon over six weeks.")
+    person = _passage(2, "person", "Alan Brewster is a British screenwriter and producer. "
+                                   "His early work was in theatre.")
+    q = "What nationality is the director of Night Harbour?"
+    bridge = bridge_query(scorer, q, [film], 0.75)
+    assert bridge is not None and "Alan Brewster" in bridge
+    cfg = PipelineConfig()
+    alone = " ".join(p.text for p in cfg.select(q, [film, person], Analyzer()))
+    led = " ".join(p.text for p in cfg.select(q, [film, person], Analyzer(), lead=Lead(bridge, frozenset({1}))))
+    assert "British" not in alone
+    assert "British" in led and "directed by Alan Brewster" in led and "theatre" not in led
