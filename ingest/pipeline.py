@@ -31,7 +31,7 @@ from retrieval.analyzer import Analyzer
 from retrieval.collection import Collection
 from retrieval.embedders import Embedder
 from retrieval.store import NewChunk, NewSection, SourceRecord
-from retrieval.text import contextualize
+from retrieval.text import contextualize, numbers
 from retrieval.types import Document
 
 Status = Literal["added", "updated", "unchanged", "duplicate", "failed", "removed"]
@@ -376,7 +376,7 @@ class Ingestor:
         t = time.perf_counter()
         tokens = [self.analyzer.tokenize(x) for x in texts]
         levels = [d.level for p in pending for d in p.drafts]
-        dups = self._near_duplicates(vecs, levels)
+        dups = self._near_duplicates(vecs, levels, [d.text for p in pending for d in p.drafts])
         results = []
         i = 0
         assert self.collection.indexes is not None
@@ -410,10 +410,14 @@ class Ingestor:
         report.timings["index"] += time.perf_counter() - t
         return results
 
-    def _near_duplicates(self, vecs: np.ndarray, levels: list[int]) -> dict[int, int]:
-        """Map batch position -> chunk id (or -1 - batch position) of an earlier chunk with cosine >= threshold.
+    def _near_duplicates(self, vecs: np.ndarray, levels: list[int], texts: list[str]) -> dict[int, int]:
+        """Map batch position -> chunk id (or -1 - batch position) of an earlier chunk with cosine >= threshold
+        that states the same numbers.
 
-        Marked, not dropped: retrieval collapses them, and the user still sees every source.
+        Marked, not dropped: retrieval collapses them, and the user still sees every source. The numbers matter
+        because cosine hardly sees them: two sentences that differ in "5 years" / "7 years" alone have cosine 0.98
+        (minilm-int8) or 0.89 (use-multilingual), and collapsing one into the other would hide the change a dated
+        answer must report (tests/ingest/test_pipeline.py).
         """
         thr = self.options.near_dup_threshold
         out: dict[int, int] = {}
@@ -421,22 +425,29 @@ class Ingestor:
             return out
         assert self.collection.indexes is not None
         lv = np.asarray(levels)
+        values = [numbers(t) for t in texts]
+
+        def same_values(j: int, chunk_id: int) -> bool:
+            earlier = self.collection.store.chunks([chunk_id])
+            return bool(earlier) and numbers(earlier[0].text) == values[j]
+
         for level in set(levels):
             idx = np.flatnonzero(lv == level)
             dense = self.collection.indexes.dense.get(level)
             if dense is not None and len(dense):
                 for j in idx:
                     hits = dense.search(vecs[j], 1)
-                    if hits and hits[0][1] >= thr:
+                    if hits and hits[0][1] >= thr and same_values(int(j), int(hits[0][0])):
                         out[int(j)] = int(hits[0][0])
             # Within the batch: the earliest earlier chunk that is close enough, encoded as -1 - position.
             sims = vecs[idx] @ vecs[idx].T
             for a in range(1, len(idx)):
                 if int(idx[a]) in out:
                     continue
-                close = np.flatnonzero(sims[a, :a] >= thr)
-                if len(close):
-                    out[int(idx[a])] = -1 - int(idx[close[0]])
+                close = [int(idx[b]) for b in np.flatnonzero(sims[a, :a] >= thr)
+                         if values[int(idx[b])] == values[int(idx[a])]]
+                if close:
+                    out[int(idx[a])] = -1 - close[0]
         return out
 
     def _snapshot(self) -> None:

@@ -135,6 +135,25 @@ def test_near_duplicates_are_marked_and_collapsed(tmp_path: Path, embedder, chun
     assert len(hits_all) == 2
 
 
+def test_a_changed_value_is_not_a_near_duplicate(tmp_path: Path, embedder, chunking) -> None:  # type: ignore[no-untyped-def]
+    # Two versions of a policy that differ in one number: cosine says duplicate, the value says otherwise, and
+    # collapsing one into the other would hide the change.
+    text = "The compressor of every Norvane split air conditioner is covered by the warranty for {} years."
+    v1, v2 = embedder.embed_documents([text.format(5), text.format(7)])
+    assert float(v1 @ v2) >= 0.85  # what the check alone would call a near-duplicate
+    corpus = tmp_path / "c"
+    _write(corpus, {"a.txt": text.format(5), "b.txt": text.format(7),
+                    "c.txt": text.format(5).replace("every", "each")})
+    col = _open(tmp_path, embedder, chunking)
+    Ingestor(col, embedder, chunking, IngestOptions(workers=0)).ingest_paths([corpus])
+    level = min(chunking.levels)
+    chunks = [c for d in col.store.documents() for c in col.store.doc_chunks(d.doc_id, level)]
+    marked = [c for c in chunks if c.near_dup_of is not None]
+    assert len(marked) == 1 and "5 years" in marked[0].text  # only the copy that states the same value
+    hits = HybridRetriever(col, embedder).search("compressor warranty years", top_k=5)
+    assert sorted("7 years" in h.chunk.text for h in hits) == [False, True]  # both versions, the copy collapsed
+
+
 def test_records_and_manifest_mismatch(tmp_path: Path, embedder, chunking) -> None:  # type: ignore[no-untyped-def]
     col = _open(tmp_path, embedder, chunking)
     recs = [Record(key=f"ds:{i}", title=f"Doc {i}", text=f"Fact number {i} is {i * 7}.") for i in range(5)]
