@@ -51,7 +51,8 @@ def _perf(log_text: str) -> dict[str, tuple[float, int]]:
 def bench_model(
     name: str, threads: int, cache: Path, prompt_repeats: int, gen_tokens: int, site: str | None = None
 ) -> dict[str, object]:
-    path = ensure_model(name, cache)  # type: ignore[arg-type]
+    # A .gguf path is benchmarked as it is (a requantised model: scripts/requantize_gguf.py).
+    path = Path(name) if name.endswith(".gguf") else ensure_model(name, cache)  # type: ignore[arg-type]
     build: BuildChoice | list[LlamaBuild] = "auto"
     if site is not None:
         build = [LlamaBuild(f"site {site}", Path(site)) if site else PORTABLE]
@@ -100,7 +101,8 @@ def _cpu_model() -> str:
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--models", nargs="+", default=["qwen2.5-0.5b", "qwen2.5-1.5b"])
+    ap.add_argument("--models", nargs="+", default=["qwen2.5-0.5b", "qwen2.5-1.5b"],
+                    help="bundled model names or .gguf files")
     ap.add_argument("--threads", type=int, nargs="+", default=[2])
     ap.add_argument("--cache", type=Path, default=default_cache_dir())
     ap.add_argument("--prompt-repeats", type=int, default=6, help="repeats of a ~30-token paragraph")
@@ -115,25 +117,26 @@ def main(argv: list[str] | None = None) -> int:
 
     load_before = os.getloadavg()
     rows = []
-    for name in args.models:
-        for threads in args.threads:
-            runs: dict[str, list[dict[str, object]]] = {b: [] for b, _ in builds}
-            for _ in range(args.rounds):
+    runs: dict[tuple[str, int, str], list[dict[str, object]]] = {
+        (m, t, b): [] for m in args.models for t in args.threads for b, _ in builds}
+    for _ in range(args.rounds):  # models and builds interleaved round by round: the machine drifts
+        for name in args.models:
+            for threads in args.threads:
                 for build, site in builds:
                     r = bench_model(name, threads, args.cache, args.prompt_repeats, args.gen_tokens, site)
-                    runs[build].append(r)
-            for build, rs in runs.items():
-                row = {**rs[0], "build": build, "rounds": len(rs)}
-                for k in ("prompt_tokens_per_s", "generation_tokens_per_s", "request_wall_s"):
-                    row[k] = statistics.median(float(x[k]) for x in rs)  # type: ignore[arg-type]
-                    row[f"{k}_all"] = [x[k] for x in rs]
-                print(
-                    f"{name:14s} {build:10s} threads={threads}  prompt {row['prompt_tokens']:>4} tok @ "
-                    f"{row['prompt_tokens_per_s']} tok/s   generation {row['completion_tokens']:>3} tok @ "
-                    f"{row['generation_tokens_per_s']} tok/s   (request {row['request_wall_s']} s)",
-                    flush=True,
-                )
-                rows.append(row)
+                    runs[(name, threads, build)].append(r)
+    for (name, threads, build), rs in runs.items():
+        row = {**rs[0], "build": build, "rounds": len(rs)}
+        for k in ("prompt_tokens_per_s", "generation_tokens_per_s", "request_wall_s"):
+            row[k] = statistics.median(float(x[k]) for x in rs)  # type: ignore[arg-type]
+            row[f"{k}_all"] = [x[k] for x in rs]
+        print(
+            f"{Path(name).name:14s} {build:10s} threads={threads}  prompt {row['prompt_tokens']:>4} tok @ "
+            f"{row['prompt_tokens_per_s']} tok/s   generation {row['completion_tokens']:>3} tok @ "
+            f"{row['generation_tokens_per_s']} tok/s   (request {row['request_wall_s']} s)",
+            flush=True,
+        )
+        rows.append(row)
     result = {
         "machine": {
             "cpus": os.cpu_count(),
