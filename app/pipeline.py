@@ -273,7 +273,9 @@ class AnswerPipeline:
         cfg = self.config
         rounds: list[dict[str, Any]] = []
         passages: tuple[Passage, ...] = ()
-        similarity = await asyncio.to_thread(sentence_similarity, self.service, retriever, cfg, req.question)
+        vectors: dict[str, np.ndarray] = {}  # sentence embeddings, shared by the question's and the lead's scoring
+        similarity = await asyncio.to_thread(sentence_similarity, self.service, retriever, cfg, req.question,
+                                             vectors)
 
         def compose(passages: tuple[Passage, ...], lead: Lead | None = None) -> Composed:
             return self._compose(req, plan, passages, similarity, lead)
@@ -303,14 +305,14 @@ class AnswerPipeline:
                 if bridge is not None and n < req.max_rounds:
                     # A multi-hop question that one round seemed to answer: look once more, from the bridge sentence.
                     yield _status("retrieve", "Following a lead to a second source", n + 1)
-                    seen = {p.hit.chunk.chunk_id for p in passages}
+                    before = passages
                     ev = await self._gather(req, plan, retriever, [bridge], passages, trace)
                     passages = ev.passages
                     with trace.timed("select"):
-                        lead = Lead(bridge, frozenset(i for i, p in enumerate(passages) if p.hit.chunk.chunk_id
-                                                      not in seen),
-                                    await asyncio.to_thread(sentence_similarity, self.service, retriever, cfg, bridge))
-                        composed = await asyncio.to_thread(compose, passages, lead)
+                        lead_sim = await asyncio.to_thread(
+                            sentence_similarity, self.service, retriever, cfg, bridge, vectors)
+                        composed = await asyncio.to_thread(
+                            compose, passages, Lead(bridge, brought(before, passages), lead_sim))
                     rounds.append({"round": n + 1, "queries": [bridge], "hits": [h.chunk.chunk_id for h in ev.hits],
                                    "bridge": True})
                 break
@@ -488,11 +490,18 @@ class AnswerPipeline:
             return default
 
 
-def sentence_similarity(service: SearchService, retriever: HybridRetriever, cfg: PipelineConfig, question: str
-                        ) -> Callable[[Sequence[str]], np.ndarray]:
-    """Selection's similarity of a sentence to the question, under the configured encoder."""
+def sentence_similarity(service: SearchService, retriever: HybridRetriever, cfg: PipelineConfig, question: str,
+                        vectors: dict[str, np.ndarray] | None = None) -> Callable[[Sequence[str]], np.ndarray]:
+    """Selection's similarity of a sentence to the question, under the configured encoder (`vectors`: a sentence
+    embedding cache shared between queries, retrieval/evidence.py `query_similarity`)."""
     embedder = service.embedder(cfg.select_embedder) if cfg.select_embedder else retriever.embedder
-    return query_similarity(embedder, question)
+    return query_similarity(embedder, question, vectors)
+
+
+def brought(before: Sequence[Passage], after: Sequence[Passage]) -> frozenset[int]:
+    """Indexes in `after` of the passages a later search added (their hit is in no passage of `before`)."""
+    seen = {p.hit.chunk.chunk_id for p in before}
+    return frozenset(i for i, p in enumerate(after) if p.hit.chunk.chunk_id not in seen)
 
 
 def decide(req: AskRequest) -> Plan:

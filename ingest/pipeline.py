@@ -415,9 +415,9 @@ class Ingestor:
         that states the same numbers.
 
         Marked, not dropped: retrieval collapses them, and the user still sees every source. The numbers matter
-        because cosine hardly sees them: two sentences that differ in "5 years" / "7 years" alone have cosine 0.98
-        (minilm-int8) or 0.89 (use-multilingual), and collapsing one into the other would hide the change a dated
-        answer must report (tests/ingest/test_pipeline.py).
+        because cosine hardly sees them: two sentences that differ in "5 years" / "7 years" alone are above the 0.85
+        threshold with minilm-int8 (tests/ingest/test_pipeline.py checks it), and collapsing one into the other would
+        hide the change a dated answer must report.
         """
         thr = self.options.near_dup_threshold
         out: dict[int, int] = {}

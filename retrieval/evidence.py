@@ -130,17 +130,19 @@ def rows_as_records(text: str) -> str:
 
 
 
-def query_similarity(embedder: Embedder, question: str) -> Callable[[Sequence[str]], np.ndarray]:
-    """`select`'s similarity: each text's cosine to the question under `embedder`, embedded once per text however
-    often it is asked (the bridge round re-scores the sentences round 1 kept)."""
-    seen: dict[str, float] = {}
+def query_similarity(embedder: Embedder, question: str, vectors: dict[str, np.ndarray] | None = None
+                     ) -> Callable[[Sequence[str]], np.ndarray]:
+    """`select`'s similarity: each text's cosine to the question under `embedder`, each text embedded once however
+    often it is asked (the bridge round re-scores the sentences round 1 kept). Pass one `vectors` dict to the
+    similarities of several queries over the same sentences (the question's and the bridge query's) to share it."""
+    seen = {} if vectors is None else vectors
     query_vector = embedder.embed_query(question)
 
     def similarity(texts: Sequence[str]) -> np.ndarray:
         new = list(dict.fromkeys(t for t in texts if t not in seen))
         if new:
-            seen.update(zip(new, (embedder.embed_documents(new) @ query_vector).tolist(), strict=True))
-        return np.array([seen[t] for t in texts])
+            seen.update(zip(new, embedder.embed_documents(new), strict=True))
+        return np.array([float(seen[t] @ query_vector) for t in texts])
 
     return similarity
 

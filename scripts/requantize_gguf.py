@@ -11,10 +11,11 @@ from __future__ import annotations
 
 import argparse
 import ctypes
-import hashlib
 import sys
 import time
 from pathlib import Path
+
+from app.llm.embedded import sha256_file
 
 TYPES = {"q8_0": "LLAMA_FTYPE_MOSTLY_Q8_0", "q4_0": "LLAMA_FTYPE_MOSTLY_Q4_0", "q4_k_m": "LLAMA_FTYPE_MOSTLY_Q4_K_M"}
 
@@ -30,11 +31,7 @@ def requantize(src: Path, dst: Path, kind: str, threads: int) -> str:
     code = llama_cpp.llama_model_quantize(str(src).encode(), str(dst).encode(), ctypes.byref(params))
     if code != 0:
         raise RuntimeError(f"llama_model_quantize failed with code {code}: {src} -> {dst} ({kind})")
-    h = hashlib.sha256()
-    with dst.open("rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
+    return sha256_file(dst)
 
 
 def main(argv: list[str] | None = None) -> int:
